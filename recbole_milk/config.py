@@ -1,0 +1,81 @@
+"""Config subclass that layers the plugin's yaml defaults between RecBole's and the user's."""
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from recbole.config import Config as RecBoleConfig
+
+from recbole_milk.compat import apply_numpy_aliases
+from recbole_milk.options import validate_options
+from recbole_milk.utils import get_model
+
+PLUGIN_CATEGORY = "recbole-milk"
+EMBEDDED_DATASETS = ("ml-100k-mm",)
+
+
+def properties_dir() -> Path:
+    """The plugin's yaml defaults: the source tree's `properties/`, else the installed package data."""
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / "properties", package_dir.parent / "properties"):
+        if (candidate / "overall.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"recbole_milk cannot find its yaml defaults (properties/overall.yaml) next to {package_dir}; "
+        "reinstall the package with `pip install .`"
+    )
+
+
+def default_cache_dir() -> Path:
+    """Where embedded datasets are built when the user gives no data_path."""
+    root = os.environ.get("RECBOLE_MILK_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "recbole_milk"
+    )
+    return Path(root)
+
+
+class Config(RecBoleConfig):
+    """RecBole Config with priority RecBole defaults < plugin overall < plugin model < plugin dataset < user.
+
+    The user's config files, config_dict and command line keep RecBole's own order among themselves.
+    `model` may be a plugin model name, a RecBole built-in name, or a model class.
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        dataset: Optional[str] = None,
+        config_file_list: Optional[list] = None,
+        config_dict: Optional[dict] = None,
+    ):
+        super().__init__(model, dataset, config_file_list, config_dict)
+        validate_options(self.final_config_dict, self.model_class)
+
+    def compatibility_settings(self) -> None:
+        apply_numpy_aliases()
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+        if isinstance(model, str):
+            model_class = get_model(model)
+            _, _, final_dataset = super()._get_model_and_dataset(model_class, dataset)
+            return model_class.__name__, model_class, final_dataset
+        return super()._get_model_and_dataset(model, dataset)
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        root = properties_dir()
+        self.plugin_keys = []
+        for path in (root / "overall.yaml", root / "model" / f"{model}.yaml", root / "dataset" / f"{dataset}.yaml"):
+            if path.is_file():
+                loaded = self._update_internal_config_dict(str(path)) or {}
+                self.plugin_keys += [key for key in loaded if key not in self.plugin_keys]
+        self.parameters[PLUGIN_CATEGORY] = [
+            key for key in self.plugin_keys if not any(key in keys for keys in self.parameters.values())
+        ]
+
+    def _set_default_parameters(self):
+        if self.dataset in EMBEDDED_DATASETS and "data_path" not in self.external_config_dict:
+            self.final_config_dict["data_path"] = str(default_cache_dir())
+        super()._set_default_parameters()
+

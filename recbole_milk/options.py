@@ -1,0 +1,100 @@
+"""Checks of the plugin's options, run when the Config is built, before any data is read."""
+import math
+from typing import Any, Callable, Dict, Optional, Tuple
+
+
+class ConfigError(ValueError):
+    """An option has a value the plugin cannot run with; the message names the key and the allowed values."""
+
+
+def _number(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _in_range(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Tuple[Callable, str]:
+    def check(value: Any) -> bool:
+        number = _number(value)
+        if number is None or math.isnan(number):
+            return False
+        above = number > low if low_open else number >= low
+        below = number < high if high_open else number <= high
+        return above and below
+    left = "(" if low_open else "["
+    right = ")" if high_open else "]"
+    return check, f"a number in {left}{low}, {high}{right}"
+
+
+def _one_of(*choices: str) -> Tuple[Callable, str]:
+    return (lambda value: value in choices), "one of " + ", ".join(choices)
+
+
+def _positive_int() -> Tuple[Callable, str]:
+    return (lambda value: isinstance(value, int) and not isinstance(value, bool) and value > 0), "an integer > 0"
+
+
+def _optional(rule: Tuple[Callable, str]) -> Tuple[Callable, str]:
+    check, allowed = rule
+    return (lambda value: value is None or check(value)), allowed + " (or ~ for the default)"
+
+
+NON_NEGATIVE = _in_range(0.0, math.inf, high_open=True)
+RATIO = _in_range(0.0, 1.0, high_open=True)
+
+# Options shared by every model the plugin runs.
+COMMON_RULES: Dict[str, Tuple[Callable, str]] = {
+    "cold_item_ratio": _in_range(0.0, 1.0, low_open=True, high_open=True),
+    "cold_valid_share": _in_range(0.0, 1.0, low_open=True, high_open=True),
+    "candidate_pool": _one_of("all_new", "split_new"),
+    "missing_setting": _one_of("FTFT", "FTMT", "MTMT"),
+    "test_missing_ratio": _optional(_in_range(0.0, 1.0)),
+    "train_missing_ratio": _optional(RATIO),
+    "imputation": _one_of("mean", "zero"),
+}
+
+def _check(config: Dict[str, Any], rules: Dict[str, Tuple[Callable, str]], owner: str) -> None:
+    for key, (check, allowed) in rules.items():
+        if key in config and not check(config[key]):
+            raise ConfigError(f"Option '{key}' = {config[key]!r} is invalid{owner}: it must be {allowed}.")
+
+
+def _check_probabilities(config: Dict[str, Any]) -> None:
+    probs = config.get("missing_count_probs")
+    if probs is None:
+        return
+    valid = isinstance(probs, (list, tuple)) and len(probs) > 0 and all(
+        _number(p) is not None and _number(p) >= 0 for p in probs)
+    if not valid or abs(sum(probs) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"Option 'missing_count_probs' = {probs!r} is invalid: it must be a list of non-negative numbers "
+            "summing to 1, P(miss 1 modality), P(miss 2), ..., for example [0.5, 0.5].")
+
+
+def _check_modalities(config: Dict[str, Any]) -> None:
+    modalities = config.get("modalities")
+    if modalities is None:
+        return
+    if not isinstance(modalities, dict) or not modalities or not all(
+            isinstance(name, str) and isinstance(path, str) for name, path in modalities.items()):
+        raise ConfigError(
+            f"Option 'modalities' = {modalities!r} is invalid: it must map modality names to feature files, "
+            "for example {visual: image_feat.npy, acoustic: audio_feat.npy}.")
+    masks = config.get("modality_mask_files") or {}
+    unknown = sorted(set(masks) - set(modalities))
+    if unknown:
+        raise ConfigError(
+            f"Option 'modality_mask_files' names modalities {unknown} that are not in 'modalities' "
+            f"({sorted(modalities)}); use the same names in both.")
+
+
+def validate_options(config: Dict[str, Any], model_class: Any = None) -> None:
+    """Raise ConfigError for the first invalid plugin option in `config`."""
+    _check(config, COMMON_RULES, "")
+    _check_probabilities(config)
+    _check_modalities(config)
+    # A model declares the rules of its own options as the class attribute `option_rules`.
+    model_rules = getattr(model_class, "option_rules", None)
+    if model_rules:
+        _check(config, model_rules, f" for model {model_class.__name__}")
+
