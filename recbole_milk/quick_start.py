@@ -1,0 +1,98 @@
+"""Run, tune and reload models on the plugin's new-item pipeline (the plugin's counterpart of recbole.quick_start)."""
+import json
+import logging
+from logging import getLogger
+from typing import Any, Dict, List, Optional, Tuple
+
+from recbole.utils import init_seed
+
+from recbole_milk.compat import apply_numpy_aliases
+from recbole_milk.config import Config
+from recbole_milk.data.utils import create_dataset, data_preparation
+from recbole_milk.logger import init_logger
+from recbole_milk.trainer import get_trainer, load_checkpoint
+from recbole_milk.utils import get_model
+
+
+def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
+    logger = getLogger()
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"])
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_by_group = trainer.last_group_result
+    logger.info(f"best valid : {dict(best_valid_result or {})}")
+    logger.info(f"test result: {dict(test_result or {})}")
+    for group, metrics in test_by_group.items():
+        logger.info(f"test result [{group}]: {metrics}")
+    epochs = len(trainer.epoch_seconds)
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": float(best_valid_score),
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": _plain_metrics(best_valid_result),
+        "test_result": _plain_metrics(test_result),
+        "test_result_by_group": test_by_group,
+        "epochs_trained": epochs,
+        "train_seconds_per_epoch": sum(trainer.epoch_seconds) / epochs if epochs else 0.0,
+        "saved_model_file": trainer.saved_model_file if saved else None,
+        "config": config_as_json(config),
+    }
+
+
+def run_recbole_milk(model: Any = "MILK", dataset: str = "ml-100k-mm", config_file_list: Optional[List[str]] = None,
+                     config_dict: Optional[dict] = None, saved: bool = True) -> Dict[str, Any]:
+    """Train `model` on `dataset` under the new-item protocol and evaluate it; return the run's result dict."""
+    apply_numpy_aliases()
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    getLogger().info(config)
+    return _train_and_test(config, saved)
+
+
+def objective_function(config_dict: Optional[dict] = None, config_file_list: Optional[List[str]] = None,
+                       saved: bool = True) -> Dict[str, Any]:
+    """Objective for recbole.trainer.HyperTuning: one quiet run, returning the five keys it reads."""
+    apply_numpy_aliases()
+    config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logging.getLogger().setLevel(logging.ERROR)
+    result = _train_and_test(config, saved)
+    return {key: result[key] for key in
+            ("model", "best_valid_score", "valid_score_bigger", "best_valid_result", "test_result")}
+
+
+def load_data_and_model(model_file: str) -> Tuple[Any, Any, Any, Any, Any, Any]:
+    """Rebuild (config, model, dataset, train_data, valid_data, test_data) from a checkpoint of this plugin."""
+    apply_numpy_aliases()
+    checkpoint = load_checkpoint(model_file)
+    config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data
+
+
+def _plain_metrics(result: Optional[dict]) -> Dict[str, float]:
+    return {key: float(value) for key, value in (result or {}).items()}
+
+
+def config_as_json(config: Config) -> Dict[str, Any]:
+    """The final config as plain JSON values (enums and devices become strings)."""
+    return json.loads(json.dumps(config.final_config_dict, default=str))

@@ -1,0 +1,73 @@
+"""Tune a model with RecBole's HyperTuning on the plugin's new-item pipeline.
+
+    python run_hyper.py --model=MILK --params_file=properties/hyper/MILK.hyper --algo=random --max_evals=20
+    python run_hyper.py --model=BPR --params_file=my.hyper --algo=exhaustive --output_file=bpr_tuning.txt
+
+Needs the `tune` extra (pip install ".[tune]"). Any other --key=value is a fixed config override. Tuning selects
+on the validation split only; test results are reported alongside but never used for selection.
+"""
+import argparse
+import os
+import sys
+
+from recbole_milk.compat import apply_numpy_aliases
+
+ALGORITHMS = ("exhaustive", "random", "bayes")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="MILK")
+    parser.add_argument("--dataset", default="ml-100k-mm")
+    parser.add_argument("--params_file", default=None,
+                        help="hyperopt search space (default properties/hyper/<model>.hyper)")
+    parser.add_argument("--config_files", default=None, help="space-separated fixed yaml files")
+    parser.add_argument("--algo", default="exhaustive", choices=ALGORITHMS)
+    parser.add_argument("--max_evals", type=int, default=100, help="trials for random and bayes")
+    parser.add_argument("--early_stop", type=int, default=10, help="stop after this many trials without gain")
+    parser.add_argument("--output_file", default="hyper_result.txt", help="where the results table is written")
+    args, overrides = parser.parse_known_args(argv)
+    bad = [item for item in overrides if not item.startswith("--") or "=" not in item]
+    if bad:
+        parser.error(f"unrecognised arguments {bad}: config overrides must look like --key=value")
+    return args, overrides
+
+
+def default_params_file(model: str) -> str:
+    from recbole_milk.config import properties_dir
+
+    return str(properties_dir() / "hyper" / f"{model}.hyper")
+
+
+def main(argv=None):
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    sys.argv = [sys.argv[0]] + overrides
+    apply_numpy_aliases()
+    try:
+        from recbole.trainer import HyperTuning
+        import hyperopt  # noqa: F401  (HyperTuning imports it lazily; fail early with a clear message)
+    except ImportError as error:
+        raise SystemExit(f"run_hyper.py needs the tune extra: pip install \".[tune]\" ({error})")
+    from recbole_milk.quick_start import objective_function
+
+    params_file = args.params_file or default_params_file(args.model)
+    if not os.path.isfile(params_file):
+        raise SystemExit(f"params file {params_file} not found: pass --params_file=PATH "
+                         "(lines like `align_weight choice [0.05,0.5]`)")
+
+    def objective(config_dict, config_file_list):
+        config_dict = dict(config_dict or {}, model=args.model, dataset=args.dataset)
+        return objective_function(config_dict, config_file_list, saved=True)
+
+    config_files = args.config_files.split() if args.config_files else None
+    tuner = HyperTuning(objective, algo=args.algo, early_stop=args.early_stop, max_evals=args.max_evals,
+                        params_file=params_file, fixed_config_file_list=config_files)
+    tuner.run()
+    tuner.export_result(output_file=args.output_file)
+    print("best params:", tuner.best_params)
+    print("best result:", tuner.params2result[tuner.params2str(tuner.best_params)])
+    return tuner
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+import sys
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def embedded_cache(tmp_path_factory):
+    """One cache folder per test session, so the embedded dataset is built at most once."""
+    return tmp_path_factory.mktemp("recbole_milk_cache")
+
+
+@pytest.fixture(autouse=True)
+def isolated_run(tmp_path, monkeypatch, embedded_cache):
+    """Every test runs in its own folder, with no pytest options leaking into RecBole's command-line parser."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    monkeypatch.setenv("RECBOLE_MILK_CACHE", str(embedded_cache))
