@@ -1,0 +1,74 @@
+import sys
+
+import pytest
+import yaml
+
+from recbole_milk import config as config_module
+from recbole_milk.config import Config, properties_dir
+from recbole_milk.options import ConfigError
+
+
+@pytest.fixture
+def plugin_properties(tmp_path, monkeypatch):
+    """A private copy of properties/ whose model and dataset yaml the test can write."""
+    root = tmp_path / "properties"
+    (root / "model").mkdir(parents=True)
+    (root / "dataset").mkdir()
+    (root / "overall.yaml").write_text((properties_dir() / "overall.yaml").read_text())
+    monkeypatch.setattr(config_module, "properties_dir", lambda: root)
+    return root
+
+
+def _config(**kwargs):
+    return Config(model="BPR", dataset="ml-100k", **kwargs)
+
+
+def test_plugin_overall_defaults_override_recbole_defaults():
+    config = _config()
+    assert config["seed"] == 2023  # RecBole's own default is 2020
+    assert config["valid_metric"] == "NDCG@10"
+    assert list(config["eval_args"]["split"]) == ["COLD"]
+
+
+def test_layering_order_is_overall_then_model_then_dataset_then_user(plugin_properties, tmp_path, monkeypatch):
+    (plugin_properties / "overall.yaml").write_text(
+        (plugin_properties / "overall.yaml").read_text() + "\nlayer_probe: overall\nembedding_size: 8\n")
+    (plugin_properties / "model" / "BPR.yaml").write_text("layer_probe: model\nembedding_size: 16\nmodel_only: 1\n")
+    (plugin_properties / "dataset" / "ml-100k.yaml").write_text("layer_probe: dataset\n")
+    assert _config()["layer_probe"] == "dataset"
+    assert _config()["embedding_size"] == 16  # model yaml beats overall, and RecBole's BPR.yaml (64)
+    user_file = tmp_path / "user.yaml"
+    user_file.write_text(yaml.safe_dump({"layer_probe": "file", "model_only": 2}))
+    assert _config(config_file_list=[str(user_file)])["layer_probe"] == "file"
+    both = _config(config_file_list=[str(user_file)], config_dict={"layer_probe": "dict"})
+    assert both["layer_probe"] == "dict" and both["model_only"] == 2
+    monkeypatch.setattr(sys, "argv", ["run", "--layer_probe=cmd"])
+    assert _config(config_file_list=[str(user_file)], config_dict={"layer_probe": "dict"})["layer_probe"] == "cmd"
+
+
+def test_command_line_values_are_typed_like_recbole(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["run", "--learning_rate=0.01", "--topk=[5,10]", "--cold_item_ratio=0.3"])
+    config = _config()
+    assert config["learning_rate"] == 0.01 and config["topk"] == [5, 10] and config["cold_item_ratio"] == 0.3
+
+
+def test_model_name_is_case_insensitive_and_canonical():
+    assert Config(model="bpr", dataset="ml-100k")["model"] == "BPR"
+
+
+def test_invalid_option_is_rejected_before_any_data_is_read():
+    with pytest.raises(ConfigError, match="cold_item_ratio.*1.5"):
+        _config(config_dict={"cold_item_ratio": 1.5})
+    with pytest.raises(ConfigError, match="candidate_pool.*all_new, split_new"):
+        _config(config_dict={"candidate_pool": "everything"})
+
+
+def test_embedded_dataset_defaults_to_the_user_cache(embedded_cache):
+    config = Config(model="BPR", dataset="ml-100k-mm")
+    assert config["data_path"] == str(embedded_cache / "ml-100k-mm")
+    explicit = Config(model="BPR", dataset="ml-100k-mm", config_dict={"data_path": "elsewhere"})
+    assert explicit["data_path"].startswith("elsewhere")
+
+
+def test_yaml_defaults_ship_with_the_package():
+    assert (properties_dir() / "overall.yaml").is_file()
