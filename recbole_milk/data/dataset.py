@@ -1,0 +1,435 @@
+"""New-item dataset: RecBole interactions plus dense modality features, availability masks and the item split.
+
+Everything a model needs about items is computed once in __init__ and held as tensors indexed by RecBole's
+internal item id (row 0 = PAD). RecBole's copy() is shallow, so the train/valid/test datasets made by build()
+share these attributes with the model's `dataset` argument.
+"""
+import json
+import math
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+import torch
+from recbole.data.dataset import Dataset
+from recbole.utils import set_color
+from recbole.utils.argument_list import dataset_arguments
+
+from recbole_milk.data.missing import (
+    derived_rng,
+    impute,
+    imputation_value,
+    missing_ratios,
+    read_missing_file,
+    simulate_missing,
+    write_json_atomic,
+    write_missing_file,
+)
+
+ROLE_PAD = -1
+ROLE_WARM = 0
+ROLE_VALID = 1
+ROLE_TEST = 2
+ROLE_NAMES = {ROLE_WARM: "warm", ROLE_VALID: "valid", ROLE_TEST: "test"}
+
+COLD_SPLIT = "COLD"
+
+# Plugin options that change the built dataset; they enter the cache key (RecBole's key ignores them).
+PLUGIN_DATA_OPTIONS = (
+    "cold_item_ratio", "cold_valid_share", "cold_item_file", "split_seed", "modalities", "item_row_file",
+    "modality_mask_files", "missing_setting", "test_missing_ratio", "train_missing_ratio", "missing_count_probs",
+    "missing_file", "imputation",
+)
+
+
+class DataError(ValueError):
+    """The dataset files or the options that point at them cannot be used; the message names the file and the fix."""
+
+
+def split_mode(config: Any) -> str:
+    split = (config["eval_args"] or {}).get("split") or {}
+    return next(iter(split), "")
+
+
+def split_seed(config: Any) -> int:
+    return int(config["seed"] if config["split_seed"] is None else config["split_seed"])
+
+
+def dataset_file(config: Any, name: Optional[str]) -> Optional[str]:
+    """A dataset file option resolved against the dataset folder (absolute paths are kept)."""
+    if name is None:
+        return None
+    return name if os.path.isabs(name) else os.path.join(config["data_path"], name)
+
+
+def _plugin_files(config: Any) -> Dict[str, str]:
+    """Option label -> resolved path of every file the plugin reads."""
+    files = {f"modalities.{name}": dataset_file(config, path) for name, path in (config["modalities"] or {}).items()}
+    files.update({f"modality_mask_files.{name}": dataset_file(config, path)
+                  for name, path in (config["modality_mask_files"] or {}).items()})
+    for key in ("item_row_file", "cold_item_file", "missing_file"):
+        if config[key] is not None:
+            files[key] = dataset_file(config, config[key])
+    return files
+
+
+def cache_key(config: Any) -> Dict[str, Any]:
+    """Everything that changes the built dataset: RecBole's dataset options, the plugin's, and the input files."""
+    key = {arg: config[arg] for arg in dataset_arguments + ["seed", "repeatable", "data_path"]}
+    key.update({arg: config[arg] for arg in PLUGIN_DATA_OPTIONS})
+    key["split"] = (config["eval_args"] or {}).get("split")
+    files = dict(_plugin_files(config), inter=os.path.join(config["data_path"], f"{config['dataset']}.inter"))
+    # Size and modification time catch a regenerated file under the same name.
+    key["files"] = {label: (path, os.stat(path).st_size, os.stat(path).st_mtime_ns) if os.path.exists(path) else None
+                    for label, path in sorted(files.items())}
+    return key
+
+
+def default_cache_path(config: Any) -> str:
+    return config["dataset_save_path"] or os.path.join(config["checkpoint_dir"], f"{config['dataset']}-NewItemDataset.pth")
+
+
+def _round(value: float) -> int:
+    return int(math.floor(value + 0.5))
+
+
+class NewItemDataset(Dataset):
+    """RecBole Dataset with modality features, availability, missing-modality simulation and the new-item split.
+
+    Attributes (all indexed by internal item id; row 0 is PAD):
+        modality_names: modality names in the order of config['modalities'].
+        item_features: per modality a float32 (item_num, d_m) tensor, missing rows already imputed, PAD row zeros.
+        item_availability: bool (item_num, M), True where the modality is present after real and simulated missingness.
+        simulated_missing: bool (item_num, M), True where the simulation (or missing_file) dropped the modality.
+        imputation_values: per modality the (d_m,) float32 fill value.
+        item_role: long (item_num,), ROLE_PAD / ROLE_WARM / ROLE_VALID / ROLE_TEST.
+        item_group: long (item_num,), number of missing modalities; item_group_names[k] names group k.
+    """
+
+    def __init__(self, config: Any):
+        self._check_inputs(config)
+        super().__init__(config)
+        self._build_item_content()
+        self.cache_key = cache_key(config)
+
+    # ----- input checks (before any data is read) -----
+
+    def _check_inputs(self, config: Any) -> None:
+        fixes = {
+            "modalities": "fix the path in 'modalities' (paths are relative to the dataset folder "
+                          f"{config['data_path']})",
+            "modality_mask_files": "fix the path in 'modality_mask_files', or remove the entry to take availability "
+                                   "from all-NaN rows",
+            "item_row_file": "fix 'item_row_file', or remove it if row r of each feature file belongs to item token r",
+            "cold_item_file": "fix 'cold_item_file', or remove it to draw the split from cold_item_ratio",
+            "missing_file": "fix 'missing_file', or remove it to simulate missingness from missing_setting",
+        }
+        for label, path in _plugin_files(config).items():
+            if not os.path.isfile(path):
+                raise DataError(f"File not found: {path} (option {label}); {fixes[label.split('.')[0]]}.")
+        if config["missing_file"] is not None and (config["test_missing_ratio"] is not None
+                                                   or config["train_missing_ratio"] is not None):
+            raise DataError("Options 'missing_file' and 'test_missing_ratio'/'train_missing_ratio' both say which items "
+                            "miss modalities; keep only one of them.")
+        if split_mode(config) == COLD_SPLIT and config["benchmark_filename"] is not None:
+            raise DataError("Option 'benchmark_filename' fixes RecBole's own split and cannot be combined with the "
+                            "new-item split eval_args.split {COLD: ~}; remove one of them (cold_item_file fixes a "
+                            "new-item split).")
+        probs = config["missing_count_probs"]
+        n_modalities = len(config["modalities"] or {})
+        if probs is not None and n_modalities and len(probs) > n_modalities:
+            raise DataError(f"Option 'missing_count_probs' = {probs} gives probabilities for up to {len(probs)} missing "
+                            f"modalities, but 'modalities' has {n_modalities}; give at most {n_modalities} entries.")
+
+    # ----- item content -----
+
+    def _build_item_content(self) -> None:
+        self.item_role = self._split_items()
+        self.modality_names: List[str] = list(self.config["modalities"] or {})
+        features, real_available = self._load_modalities()
+        self.simulated_missing = torch.from_numpy(self._simulate_missing())
+        available = real_available & ~self.simulated_missing
+        available[0] = False
+        self.item_availability = available
+
+        warm = self.item_role == ROLE_WARM
+        method = self.config["imputation"]
+        self.imputation_values = [imputation_value(feat, available[:, m], warm, method, name)
+                                  for m, (name, feat) in enumerate(zip(self.modality_names, features))]
+        self.item_features = []
+        for m, feat in enumerate(features):
+            filled = impute(feat, available[:, m], self.imputation_values[m])
+            filled[0] = 0.0
+            self.item_features.append(filled)
+
+        self.item_group = (~available).sum(dim=1).long()
+        self.item_group[0] = 0
+        self.item_group_names = ["complete"] + [f"missing_{k}" for k in range(1, len(self.modality_names) + 1)]
+        self._log_content()
+
+    def _item_tokens(self) -> np.ndarray:
+        return np.asarray(self.field2id_token[self.iid_field])
+
+    def _token_ids(self, tokens: List[Any], source: str) -> np.ndarray:
+        """Internal ids of external tokens; unknown tokens are an error naming `source`."""
+        lookup = self.field2token_id[self.iid_field]
+        tokens = [str(token) for token in tokens]
+        unknown = [token for token in tokens if token not in lookup]
+        if unknown:
+            raise DataError(f"{source} lists {len(unknown)} item tokens that are not in the dataset after RecBole's "
+                            f"filtering (e.g. {unknown[:5]}); use tokens from {self.dataset_name}.inter, or relax the "
+                            "filters (user_inter_num_interval, item_inter_num_interval).")
+        return np.array([lookup[token] for token in tokens], dtype=np.int64)
+
+    # ----- split -----
+
+    def _split_items(self) -> torch.Tensor:
+        role = torch.full((self.item_num,), ROLE_WARM, dtype=torch.long)
+        role[0] = ROLE_PAD
+        if split_mode(self.config) != COLD_SPLIT:
+            return role
+        item_ids = self.inter_feat[self.iid_field].to_numpy()
+        interacted = np.bincount(item_ids, minlength=self.item_num) > 0
+        interacted[0] = False
+        if self.config["cold_item_file"] is not None:
+            valid, test = self._read_split_file(dataset_file(self.config, self.config["cold_item_file"]))
+        else:
+            candidates = np.flatnonzero(interacted)
+            order = derived_rng(split_seed(self.config), "split").permutation(candidates)
+            n_cold = _round(self.config["cold_item_ratio"] * len(candidates))
+            n_valid = _round(self.config["cold_valid_share"] * n_cold)
+            valid, test = order[:n_valid], order[n_valid:n_cold]
+        role[torch.from_numpy(valid)] = ROLE_VALID
+        role[torch.from_numpy(test)] = ROLE_TEST
+        self._check_split(role, interacted)
+        return role
+
+    def _read_split_file(self, path: str) -> Tuple[np.ndarray, np.ndarray]:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                content = json.load(handle)
+        except (OSError, json.JSONDecodeError) as error:
+            raise DataError(f"cold_item_file '{path}' cannot be read as JSON ({error}); it must look like "
+                            '{"valid": [tokens], "test": [tokens]} (export_split writes this format).') from error
+        if not isinstance(content, dict) or not all(isinstance(content.get(k), list) for k in ("valid", "test")):
+            raise DataError(f"cold_item_file '{path}' must hold lists 'valid' and 'test' of item tokens, as "
+                            '{"valid": [tokens], "test": [tokens]}.')
+        valid = self._token_ids(content["valid"], f"cold_item_file '{path}' ('valid')")
+        test = self._token_ids(content["test"], f"cold_item_file '{path}' ('test')")
+        overlap = np.intersect1d(valid, test)
+        if overlap.size:
+            raise DataError(f"cold_item_file '{path}' lists items both as valid and test (e.g. "
+                            f"{list(self._item_tokens()[overlap[:5]])}); each new item must be in one list.")
+        if isinstance(content.get("warm"), list):
+            warm = self._token_ids(content["warm"], f"cold_item_file '{path}' ('warm')")
+            listed = np.zeros(self.item_num, dtype=bool)
+            listed[np.concatenate([warm, valid, test])] = True
+            clash = np.intersect1d(warm, np.concatenate([valid, test]))
+            if clash.size or not listed[1:].all():
+                raise DataError(f"cold_item_file '{path}': its 'warm' list must hold exactly the dataset's items that "
+                                "are neither valid nor test; remove 'warm' to let the dataset derive it.")
+        return valid, test
+
+    def _check_split(self, role: torch.Tensor, interacted: np.ndarray) -> None:
+        counts = {name: int(((role == r) & torch.from_numpy(interacted)).sum()) for r, name in ROLE_NAMES.items()}
+        if counts["warm"] < 2:
+            raise DataError(f"The new-item split leaves {counts['warm']} warm item(s) with interactions; training needs "
+                            "at least 2. Lower cold_item_ratio, or list fewer items in cold_item_file.")
+        for name in ("valid", "test"):
+            if counts[name] == 0:
+                raise DataError(f"The new-item split has no {name} items with interactions ({counts['warm']} warm, "
+                                f"{counts['valid']} valid, {counts['test']} test): raise cold_item_ratio (and keep "
+                                "cold_valid_share away from 0 and 1), or list them in cold_item_file.")
+
+    def export_split(self, path: str) -> None:
+        """Write the split in use as {"warm": [tokens], "valid": [...], "test": [...]} (cold_item_file format)."""
+        tokens = self._item_tokens()
+        content = {name: tokens[(self.item_role == r).numpy()].tolist() for r, name in ROLE_NAMES.items()}
+        write_json_atomic(path, content)
+
+    # ----- features -----
+
+    def _item_rows(self) -> np.ndarray:
+        """Feature-file row of every real item (index = internal id - 1)."""
+        tokens = self._item_tokens()[1:]
+        row_file = self.config["item_row_file"]
+        if row_file is None:
+            rows = pd.to_numeric(pd.Series(tokens), errors="coerce")
+            bad = rows.isna() | (rows < 0) | (rows != rows.round())
+            if bad.any():
+                raise DataError(f"Item token {tokens[bad.to_numpy()][0]!r} is not a feature-row number: without "
+                                "'item_row_file', row r of each feature file belongs to item token r. Give "
+                                "'item_row_file' (TSV: item token, row) to map tokens to rows.")
+            return rows.to_numpy(dtype=np.int64)
+        path = dataset_file(self.config, row_file)
+        try:
+            table = pd.read_csv(path, sep="\t", header=None, dtype=str, usecols=[0, 1])
+        except ValueError as error:
+            raise DataError(f"item_row_file '{path}' must be a TSV with two columns, item token<TAB>row ({error}).") \
+                from error
+        if len(table) and not str(table.iloc[0, 1]).strip().isdigit():
+            table = table.iloc[1:]  # a header line
+        rows = pd.to_numeric(table[1].str.strip(), errors="coerce")
+        if rows.isna().any() or (rows < 0).any():
+            raise DataError(f"item_row_file '{path}': the second column must be a non-negative row number on every "
+                            "line (TSV: item token<TAB>row).")
+        mapping = dict(zip(table[0].str.strip(), rows.astype(np.int64)))
+        missing = [token for token in tokens if token not in mapping]
+        if missing:
+            raise DataError(f"item_row_file '{path}' has no row for {len(missing)} items of the dataset (e.g. "
+                            f"{missing[:5]}); every item needs features: add them to the file.")
+        return np.array([mapping[token] for token in tokens], dtype=np.int64)
+
+    def _load_modalities(self) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """Per modality float32 (item_num, d) features (missing rows zero) and bool (item_num, M) real availability."""
+        n_modalities = len(self.modality_names)
+        available = torch.zeros((self.item_num, n_modalities), dtype=torch.bool)
+        if not n_modalities:
+            return [], available
+        rows = self._item_rows()
+        mask_files = self.config["modality_mask_files"] or {}
+        features = []
+        for m, name in enumerate(self.modality_names):
+            path = dataset_file(self.config, self.config["modalities"][name])
+            matrix = self._read_matrix(path, rows, name)
+            present = ~np.isnan(matrix).all(axis=1)
+            if name in mask_files:
+                mask_path = dataset_file(self.config, mask_files[name])
+                flagged = self._read_mask(mask_path, rows)
+                contradiction = flagged & ~present
+                if contradiction.any():
+                    raise DataError(f"Mask file '{mask_path}' marks modality '{name}' present for item "
+                                    f"{self._item_tokens()[1:][contradiction][0]!r}, whose row in '{path}' is all NaN; "
+                                    "fix the mask or the features.")
+                present = flagged
+            if not present.any():
+                raise DataError(f"Modality '{name}' ('{path}') is missing for every item; remove it from "
+                                "'modalities' or supply its features.")
+            matrix[~present] = 0.0
+            feat = torch.zeros((self.item_num, matrix.shape[1]), dtype=torch.float32)
+            feat[1:] = torch.from_numpy(matrix)
+            features.append(feat)
+            available[1:, m] = torch.from_numpy(present)
+        return features, available
+
+    def _read_matrix(self, path: str, rows: np.ndarray, name: str) -> np.ndarray:
+        try:
+            matrix = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise DataError(f"Feature file '{path}' (modality '{name}') is not a readable .npy matrix ({error}); "
+                            "write it with numpy.save.") from error
+        if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
+            raise DataError(f"Feature file '{path}' (modality '{name}') holds a {matrix.dtype} array of shape "
+                            f"{matrix.shape}; it must be a numeric 2-d matrix (rows = items).")
+        if len(rows) and rows.max() >= matrix.shape[0]:
+            worst = int(np.argmax(rows))
+            raise DataError(f"Feature file '{path}' (modality '{name}') has {matrix.shape[0]} rows, but item "
+                            f"{self._item_tokens()[1:][worst]!r} needs row {rows[worst]}; every item of "
+                            f"{self.dataset_name}.inter needs a feature row: regenerate the file, or map items to rows "
+                            "with 'item_row_file'.")
+        # Cast before any statistic: float16 sums overflow.
+        matrix = np.asarray(matrix[rows], dtype=np.float32)
+        nan = np.isnan(matrix)
+        partial = nan.any(axis=1) & ~nan.all(axis=1)
+        infinite = np.isinf(matrix).any(axis=1)
+        for bad, what in ((partial, "some NaN values"), (infinite, "infinite values")):
+            if bad.any():
+                raise DataError(f"Feature file '{path}' (modality '{name}'): row {rows[bad][0]} (item "
+                                f"{self._item_tokens()[1:][bad][0]!r}) has {what}. A missing modality must be a "
+                                "whole row of NaN (or flagged in 'modality_mask_files'); fix or drop these values.")
+        return matrix
+
+    def _read_mask(self, path: str, rows: np.ndarray) -> np.ndarray:
+        try:
+            mask = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise DataError(f"Mask file '{path}' is not a readable .npy vector ({error}).") from error
+        mask = mask.reshape(-1) if mask.ndim == 2 and 1 in mask.shape else mask
+        if mask.ndim != 1 or not (mask.dtype == bool or np.isin(mask, (0, 1)).all()):
+            raise DataError(f"Mask file '{path}' must be a 1-d vector of booleans or 0/1 per feature row; it holds "
+                            f"{mask.dtype} of shape {mask.shape}.")
+        if len(rows) and rows.max() >= len(mask):
+            raise DataError(f"Mask file '{path}' has {len(mask)} entries, but feature row {rows.max()} is used; it needs "
+                            "one entry per feature row.")
+        return mask[rows].astype(bool)
+
+    # ----- missing-modality simulation -----
+
+    def _simulate_missing(self) -> np.ndarray:
+        n_modalities = len(self.modality_names)
+        dropped = np.zeros((self.item_num, n_modalities), dtype=bool)
+        if not n_modalities:
+            return dropped
+        setting = self.config["missing_setting"]
+        role = self.item_role.numpy()
+        new_ids = np.flatnonzero((role == ROLE_VALID) | (role == ROLE_TEST))
+        warm_ids = np.flatnonzero(role == ROLE_WARM)
+        if self.config["missing_file"] is not None:
+            path = dataset_file(self.config, self.config["missing_file"])
+            parts = read_missing_file(path, self.modality_names)
+            use = {"FTFT": (), "FTMT": ("test_missing",), "MTMT": ("test_missing", "train_missing")}[setting]
+            for part in use:
+                ids = self._token_ids(list(parts[part]), f"missing_file '{path}' ('{part}')")
+                for item_id, modalities in zip(ids, parts[part].values()):
+                    dropped[item_id, modalities] = True
+            return dropped
+        test_ratio, train_ratio = missing_ratios(setting, self.config["test_missing_ratio"],
+                                                 self.config["train_missing_ratio"])
+        seed, probs = split_seed(self.config), self.config["missing_count_probs"]
+        # Separate streams: FTMT and MTMT share the test masks, and no mask moves the split.
+        dropped[new_ids] = simulate_missing(len(new_ids), n_modalities, test_ratio, derived_rng(seed, "test_missing"), probs)
+        dropped[warm_ids] = simulate_missing(len(warm_ids), n_modalities, train_ratio,
+                                             derived_rng(seed, "train_missing"), probs)
+        return dropped
+
+    def export_missing(self, path: str) -> None:
+        """Write the simulated missingness in missing_file format: new items under test_missing, warm under train_missing."""
+        tokens = self._item_tokens()
+        dropped = self.simulated_missing.numpy()
+        role = self.item_role.numpy()
+        parts = {}
+        for part, ids in (("test_missing", np.flatnonzero(role >= ROLE_VALID)),
+                          ("train_missing", np.flatnonzero(role == ROLE_WARM))):
+            ids = ids[dropped[ids].any(axis=1)]
+            parts[part] = {tokens[i]: dropped[i] for i in ids}
+        write_missing_file(path, self.modality_names, parts)
+
+    def _log_content(self) -> None:
+        roles = {name: int((self.item_role == r).sum()) for r, name in ROLE_NAMES.items()}
+        groups = torch.bincount(self.item_group[1:], minlength=len(self.item_group_names)).tolist()
+        self.logger.info(set_color("Items", "blue") + f": {roles}; modalities {self.modality_names}; missing groups "
+                         + str(dict(zip(self.item_group_names, groups))))
+
+    # ----- RecBole hooks -----
+
+    def build(self) -> List[Dataset]:
+        """COLD: train/valid/test hold the interactions of warm/valid/test items. Other splits: RecBole's."""
+        if split_mode(self.config) != COLD_SPLIT:
+            return super().build()
+        self._change_feat_format()
+        self._drop_unused_col()
+        role = self.item_role[self.inter_feat[self.iid_field]]
+        return [self.copy(self.inter_feat[torch.nonzero(role == r).squeeze(1)]) for r in (ROLE_WARM, ROLE_VALID, ROLE_TEST)]
+
+    def save(self, path: Optional[str] = None) -> None:
+        """Pickle this dataset to `path` (default: the cache path) via a temporary file and a rename."""
+        target = Path(path or default_cache_path(self.config))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.logger.info(set_color("Saving filtered dataset into ", "pink") + f"[{target}]")
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with open(temporary, "wb") as handle:
+                pickle.dump(self, handle)
+            os.replace(temporary, target)
+        finally:
+            if temporary.exists():
+                temporary.unlink()
+
+    def __str__(self) -> str:
+        roles = {name: int((self.item_role == r).sum()) for r, name in ROLE_NAMES.items()}
+        dims = [feat.shape[1] for feat in self.item_features]
+        return (super().__str__() + "\n" + set_color("Item split", "blue") + f": {roles}\n"
+                + set_color("Modalities", "blue") + f": {dict(zip(self.modality_names, dims))}")

@@ -1,0 +1,95 @@
+"""create_dataset() and data_preparation() for the plugin: RecBole's, with the new-item dataset, warm-only
+negatives, candidate-restricted evaluation and a dataset cache keyed on every option that changes the data."""
+import os
+import pickle
+from logging import getLogger
+from typing import Any, Tuple
+
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.data import data_preparation as recbole_data_preparation
+from recbole.data.utils import get_dataloader
+from recbole.utils import ModelType, set_color
+
+from recbole_milk.data.dataloader import NewItemFullSortEvalDataLoader
+from recbole_milk.data.dataset import NewItemDataset, cache_key, default_cache_path
+from recbole_milk.data.sampler import WarmItemSampler
+
+PHASES = ("train", "valid", "test")
+
+
+def create_dataset(config: Any) -> Any:
+    """NewItemDataset for general models (from the cache when its key matches); RecBole's dataset otherwise."""
+    if config["MODEL_TYPE"] != ModelType.GENERAL:
+        return recbole_create_dataset(config)
+    if config["dataset"] == "ml-100k-mm":
+        from recbole_milk.data.embedded import ensure_embedded_dataset
+        ensure_embedded_dataset(config)
+    logger = getLogger()
+    path = default_cache_path(config)
+    if os.path.exists(path):
+        with open(path, "rb") as handle:
+            dataset = pickle.load(handle)
+        if isinstance(dataset, NewItemDataset) and getattr(dataset, "cache_key", None) == cache_key(config):
+            logger.info(set_color("Load filtered dataset from", "pink") + f": [{path}]")
+            # Options outside the key (e.g. candidate_pool, split_export_file) must come from this run.
+            dataset.config = config
+            return dataset
+    dataset = NewItemDataset(config)
+    if config["save_dataset"]:
+        dataset.save(path)
+    return dataset
+
+
+def create_samplers(config: Any, dataset: NewItemDataset, built_datasets: list) -> Tuple[Any, Any, Any]:
+    """One WarmItemSampler per phase (None where the phase draws no negatives), sharing the used-item tables."""
+    distributions = [config[f"{phase}_neg_sample_args"]["distribution"] for phase in PHASES]
+    needed = [d for d in distributions if d != "none"]
+    if not needed:
+        return None, None, None
+    alpha = config["train_neg_sample_args"]["alpha"]
+    base = WarmItemSampler(list(PHASES), built_datasets, needed[0],
+                           1.0 if alpha in (None, "none") else alpha, config["candidate_pool"])
+    samplers = []
+    for phase, distribution in zip(PHASES, distributions):
+        if distribution == "none":
+            samplers.append(None)
+            continue
+        sampler = base.set_phase(phase)
+        sampler.set_distribution(distribution)
+        samplers.append(sampler)
+    return tuple(samplers)
+
+
+def data_preparation(config: Any, dataset: Any) -> Tuple[Any, Any, Any]:
+    """Split `dataset` and return (train, valid, test) dataloaders.
+
+    Training keeps RecBole's loader for the model (AE models get UserDataLoader) with negatives from warm items.
+    Full-sort evaluation uses NewItemFullSortEvalDataLoader, which ranks only candidate new items.
+    """
+    if not isinstance(dataset, NewItemDataset):
+        return recbole_data_preparation(config, dataset)
+    logger = getLogger()
+    if config["save_dataloaders"]:
+        logger.warning("save_dataloaders is ignored for new-item datasets: the loaders are rebuilt from the (cached) "
+                       "dataset, which is fast and cannot go stale.")
+    built = dataset.build()
+    train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
+    train_data = get_dataloader(config, "train")(config, built[0], train_sampler, shuffle=config["shuffle"])
+    loaders = [train_data]
+    for phase, part, sampler in (("valid", built[1], valid_sampler), ("test", built[2], test_sampler)):
+        if config["eval_args"]["mode"][phase] == "full":
+            loader_class = NewItemFullSortEvalDataLoader
+        else:
+            loader_class = get_dataloader(config, phase)
+        loaders.append(loader_class(config, part, sampler, shuffle=False))
+    if config["split_export_file"]:
+        dataset.export_split(config["split_export_file"])
+        logger.info(set_color("Item split written to", "pink") + f": [{config['split_export_file']}]")
+    logger.info(set_color("[Training]: ", "pink") + set_color("train_batch_size", "cyan") + " = "
+                + set_color(f"[{config['train_batch_size']}]", "yellow") + set_color(" train_neg_sample_args", "cyan")
+                + ": " + set_color(f"[{config['train_neg_sample_args']}]", "yellow"))
+    logger.info(set_color("[Evaluation]: ", "pink") + set_color("eval_batch_size", "cyan") + " = "
+                + set_color(f"[{config['eval_batch_size']}]", "yellow") + set_color(" eval_args", "cyan") + ": "
+                + set_color(f"[{config['eval_args']}]", "yellow") + set_color(" candidate_pool", "cyan") + ": "
+                + set_color(f"[{config['candidate_pool']}]", "yellow"))
+    return tuple(loaders)
