@@ -13,7 +13,7 @@ def _number(value: Any) -> Optional[float]:
     return float(value)
 
 
-def _in_range(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Tuple[Callable, str]:
+def in_range(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Tuple[Callable, str]:
     def check(value: Any) -> bool:
         number = _number(value)
         if number is None or math.isnan(number):
@@ -26,11 +26,11 @@ def _in_range(low: float, high: float, low_open: bool = False, high_open: bool =
     return check, f"a number in {left}{low}, {high}{right}"
 
 
-def _one_of(*choices: str) -> Tuple[Callable, str]:
+def one_of(*choices: str) -> Tuple[Callable, str]:
     return (lambda value: value in choices), "one of " + ", ".join(choices)
 
 
-def _positive_int() -> Tuple[Callable, str]:
+def positive_int() -> Tuple[Callable, str]:
     return (lambda value: isinstance(value, int) and not isinstance(value, bool) and value > 0), "an integer > 0"
 
 
@@ -39,18 +39,19 @@ def _optional(rule: Tuple[Callable, str]) -> Tuple[Callable, str]:
     return (lambda value: value is None or check(value)), allowed + " (or ~ for the default)"
 
 
-NON_NEGATIVE = _in_range(0.0, math.inf, high_open=True)
-RATIO = _in_range(0.0, 1.0, high_open=True)
+NON_NEGATIVE = in_range(0.0, math.inf, high_open=True)
+RATIO = in_range(0.0, 1.0, high_open=True)
+BOOLEAN: Tuple[Callable, str] = ((lambda value: isinstance(value, bool)), "true or false")
 
 # Options shared by every model the plugin runs.
 COMMON_RULES: Dict[str, Tuple[Callable, str]] = {
-    "cold_item_ratio": _in_range(0.0, 1.0, low_open=True, high_open=True),
-    "cold_valid_share": _in_range(0.0, 1.0, low_open=True, high_open=True),
-    "candidate_pool": _one_of("all_new", "split_new"),
-    "missing_setting": _one_of("FTFT", "FTMT", "MTMT"),
-    "test_missing_ratio": _optional(_in_range(0.0, 1.0)),
+    "cold_item_ratio": in_range(0.0, 1.0, low_open=True, high_open=True),
+    "cold_valid_share": in_range(0.0, 1.0, low_open=True, high_open=True),
+    "candidate_pool": one_of("all_new", "split_new"),
+    "missing_setting": one_of("FTFT", "FTMT", "MTMT"),
+    "test_missing_ratio": _optional(in_range(0.0, 1.0)),
     "train_missing_ratio": _optional(RATIO),
-    "imputation": _one_of("mean", "zero"),
+    "imputation": one_of("mean", "zero"),
 }
 
 def _check(config: Dict[str, Any], rules: Dict[str, Tuple[Callable, str]], owner: str) -> None:
