@@ -44,6 +44,9 @@ class NewItemTrainerMixin:
 
     def __init__(self, config, model):
         super().__init__(config, model)
+        # TraditionalTrainer lowers epochs to 1 after the base class fixed eval_step; without this a model such as
+        # Pop would never be evaluated (or checkpointed) under the plugin's eval_step of 10.
+        self.eval_step = min(self.eval_step, self.epochs)
         name = f"{config['model']}-{config['dataset']}-{get_local_time()}-{uuid.uuid4().hex[:8]}"
         self.saved_model_file = os.path.join(self.checkpoint_dir, f"{name}.pth")
         self._redirect_tensorboard(config, name)

@@ -19,7 +19,8 @@ PHASES = ("train", "valid", "test")
 
 def create_dataset(config: Any) -> Any:
     """NewItemDataset for general models (from the cache when its key matches); RecBole's dataset otherwise."""
-    if config["MODEL_TYPE"] != ModelType.GENERAL:
+    # Pop, ItemKNN, EASE and Random are general recommenders too, typed TRADITIONAL for their training loop.
+    if config["MODEL_TYPE"] not in (ModelType.GENERAL, ModelType.TRADITIONAL):
         return recbole_create_dataset(config)
     if config["dataset"] == "ml-100k-mm":
         from recbole_milk.data.embedded import ensure_embedded_dataset
