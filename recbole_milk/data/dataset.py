@@ -190,6 +190,8 @@ class NewItemDataset(Dataset):
         role = torch.full((self.item_num,), ROLE_WARM, dtype=torch.long)
         role[0] = ROLE_PAD
         if split_mode(self.config) != COLD_SPLIT:
+            if self.config["cold_item_file"] is not None:
+                self.logger.warning("cold_item_file is ignored: eval_args.split is not {COLD: ~}, so every item is warm.")
             return role
         item_ids = self.inter_feat[self.iid_field].to_numpy()
         interacted = np.bincount(item_ids, minlength=self.item_num) > 0
