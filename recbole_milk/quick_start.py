@@ -9,6 +9,7 @@ from recbole.utils import init_seed
 from recbole_milk.compat import apply_numpy_aliases
 from recbole_milk.config import Config
 from recbole_milk.data.utils import create_dataset, data_preparation
+from recbole_milk.inference import artifact_path_for, supports_serving, write_artifact
 from recbole_milk.logger import init_logger
 from recbole_milk.trainer import get_trainer, load_checkpoint
 from recbole_milk.utils import get_model
@@ -29,6 +30,10 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
         train_data, valid_data, saved=saved, show_progress=config["show_progress"])
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     test_by_group = trainer.last_group_result
+    artifact_file = None
+    if saved and supports_serving(model):
+        artifact_file = write_artifact(model, train_data._dataset, config, artifact_path_for(trainer.saved_model_file))
+        logger.info(f"Serving artefact written to {artifact_file}")
     logger.info(f"best valid : {dict(best_valid_result or {})}")
     logger.info(f"test result: {dict(test_result or {})}")
     for group, metrics in test_by_group.items():
@@ -45,6 +50,7 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
         "epochs_trained": epochs,
         "train_seconds_per_epoch": sum(trainer.epoch_seconds) / epochs if epochs else 0.0,
         "saved_model_file": trainer.saved_model_file if saved else None,
+        "artifact_file": artifact_file,
         "config": config_as_json(config),
     }
 

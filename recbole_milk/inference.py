@@ -1,0 +1,275 @@
+"""Serve new items without retraining: a self-contained artefact and a batched scorer over it.
+
+The artefact holds only tensors, strings and numbers (it loads with torch's weights_only=True): the model's
+weights, its options, the user tokens, the modality names and dimensions and the imputation values. The scorer
+rebuilds the model around it, so item representations come from exactly the code that produced the metrics.
+"""
+import os
+import uuid
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+ARTIFACT_FORMAT = 1
+ARTIFACT_SUFFIX = ".artifact.pt"
+FeatureInput = Union[Mapping[str, Optional[np.ndarray]], Sequence[Optional[np.ndarray]]]
+
+
+class ServingError(ValueError):
+    """Input the scorer cannot serve; the message says which modality or argument and how to fix it."""
+
+
+def supports_serving(model: Any) -> bool:
+    """Whether a model scores items from content alone through encode_items / user_embeddings."""
+    return callable(getattr(model, "encode_items", None)) and callable(getattr(model, "user_embeddings", None))
+
+
+def artifact_path_for(checkpoint_file: str) -> str:
+    """The artefact's path beside a checkpoint: saved/MILK-...pth -> saved/MILK-....artifact.pt."""
+    stem = checkpoint_file[:-4] if checkpoint_file.endswith(".pth") else checkpoint_file
+    return stem + ARTIFACT_SUFFIX
+
+
+def _model_options(model: Any, config: Any) -> Dict[str, Any]:
+    keys = set(getattr(type(model), "option_rules", {})) | {"embedding_size", "seed"}
+    return {key: config[key] for key in sorted(keys) if config[key] is not None}
+
+
+def write_artifact(model: Any, dataset: Any, config: Any, path: str) -> str:
+    """Write what inference needs to `path` (atomically) and return the path."""
+    if not supports_serving(model):
+        raise ServingError(f"Model {type(model).__name__} cannot serve new items: it has no encode_items/user_embeddings.")
+    state = {
+        "format": ARTIFACT_FORMAT,
+        "model": type(model).__name__,
+        "options": _model_options(model, config),
+        "fields": {key: config[key] for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "NEG_PREFIX")},
+        "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+        "user_tokens": [str(token) for token in dataset.field2id_token[dataset.uid_field]],
+        "modality_names": list(dataset.modality_names),
+        "modality_dims": [int(features.shape[1]) for features in dataset.item_features],
+        "imputation_values": [value.detach().cpu().float() for value in dataset.imputation_values],
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+class _ArtifactDataset:
+    """Stands in for the training dataset when a model is rebuilt from an artefact: users, modalities and
+    imputation values, and a single (PAD) item, since new items arrive through encode_items."""
+
+    def __init__(self, artifact: Dict[str, Any]):
+        self.uid_field = artifact["fields"]["USER_ID_FIELD"]
+        self.iid_field = artifact["fields"]["ITEM_ID_FIELD"]
+        self.n_users = len(artifact["user_tokens"])
+        self.modality_names = list(artifact["modality_names"])
+        self.item_features = [torch.zeros(1, dim) for dim in artifact["modality_dims"]]
+        self.item_availability = torch.zeros(1, len(self.modality_names), dtype=torch.bool)
+        self.imputation_values = list(artifact["imputation_values"])
+        self.item_role = torch.full((1,), -1, dtype=torch.long)
+
+    def num(self, field: str) -> int:
+        return self.n_users if field == self.uid_field else 1
+
+
+class NewItemScorer:
+    """Scores new items for users from a trained model's artefact, in batches.
+
+    Features of new items are given per modality, in the artefact's modality order or as a {name: array} map.
+    A modality missing for every item is None (or left out of the map); a modality missing for one item is an
+    all-NaN row. Missing modalities are imputed exactly as in training and evaluation.
+    """
+
+    def __init__(self, model: torch.nn.Module, user_tokens: Sequence[str], modality_names: Sequence[str],
+                 modality_dims: Sequence[int], batch_size: int = 1024):
+        self.model = model.eval()
+        self.user_tokens = np.asarray(user_tokens, dtype=object)
+        self._user_index = {token: index for index, token in enumerate(self.user_tokens)}
+        self.modality_names = list(modality_names)
+        self.modality_dims = [int(dim) for dim in modality_dims]
+        if batch_size < 1:
+            raise ServingError(f"batch_size must be >= 1, got {batch_size}.")
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_artifact(cls, path: str, device: str = "cpu", batch_size: int = 1024) -> "NewItemScorer":
+        """Rebuild the model from an artefact written at the end of training."""
+        from recbole_milk.utils import get_model
+
+        if not os.path.isfile(path):
+            raise ServingError(f"Artefact '{path}' not found; training writes it beside the checkpoint as "
+                               f"<checkpoint>{ARTIFACT_SUFFIX}.")
+        artifact = torch.load(path, map_location="cpu", weights_only=True)
+        if artifact.get("format") != ARTIFACT_FORMAT:
+            raise ServingError(f"Artefact '{path}' has format {artifact.get('format')!r}; this version reads format "
+                               f"{ARTIFACT_FORMAT}. Retrain, or use the recbole_milk version that wrote it.")
+        config = dict(artifact["options"], **artifact["fields"], device=torch.device(device))
+        model = get_model(artifact["model"])(config, _ArtifactDataset(artifact))
+        model.load_state_dict(artifact["state_dict"])
+        model.to(device)
+        return cls(model, artifact["user_tokens"], artifact["modality_names"], artifact["modality_dims"], batch_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ----- items -----
+
+    def _as_modality_list(self, features: FeatureInput) -> List[Optional[np.ndarray]]:
+        if isinstance(features, Mapping):
+            unknown = sorted(set(features) - set(self.modality_names))
+            if unknown:
+                raise ServingError(f"Unknown modalities {unknown}; this model knows {self.modality_names}.")
+            return [features.get(name) for name in self.modality_names]
+        features = list(features)
+        if len(features) != len(self.modality_names):
+            raise ServingError(f"Got {len(features)} feature arrays; this model needs one per modality, in the order "
+                               f"{self.modality_names} (None for a modality every item misses).")
+        return features
+
+    def _check_features(self, features: FeatureInput) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """Float32 feature rows and availability (n, M) from user input, with every problem named."""
+        arrays = self._as_modality_list(features)
+        counts = {len(array) for array in arrays if array is not None}
+        if len(counts) > 1:
+            raise ServingError(f"Feature arrays have different numbers of rows {sorted(counts)}; give every modality "
+                               "one row per new item, in the same order.")
+        if not counts:
+            raise ServingError("Every modality is None: there must be at least one array to know the number of items.")
+        n_items = counts.pop()
+        rows, availability = [], torch.zeros(n_items, len(arrays), dtype=torch.bool)
+        for m, (name, dim, array) in enumerate(zip(self.modality_names, self.modality_dims, arrays)):
+            if array is None:
+                rows.append(torch.zeros(n_items, dim))
+                continue
+            array = np.asarray(array, dtype=np.float32)
+            if array.ndim != 2 or array.shape[1] != dim:
+                raise ServingError(f"Modality '{name}' has features of shape {array.shape}; this model needs "
+                                   f"(n_items, {dim}).")
+            nan = np.isnan(array)
+            missing = nan.all(axis=1)
+            if (nan.any(axis=1) & ~missing).any() or np.isinf(array).any():
+                bad = int(np.flatnonzero((nan.any(axis=1) & ~missing) | np.isinf(array).any(axis=1))[0])
+                raise ServingError(f"Modality '{name}', row {bad}: NaN or infinite values in a present row. Mark a "
+                                   "missing modality with a whole row of NaN.")
+            rows.append(torch.from_numpy(np.where(missing[:, None], 0.0, array).astype(np.float32)))
+            availability[:, m] = torch.from_numpy(~missing)
+        return rows, availability
+
+    @torch.no_grad()
+    def encode_items(self, features: FeatureInput) -> torch.Tensor:
+        """Representations (n_items, D) of new items, computed in batches of `batch_size` items."""
+        rows, availability = self._check_features(features)
+        device = self.device
+        out = []
+        for start in range(0, len(availability), self.batch_size):
+            end = start + self.batch_size
+            out.append(self.model.encode_items([r[start:end].to(device) for r in rows],
+                                               availability[start:end].to(device)))
+        return torch.cat(out).cpu()
+
+    def _representations(self, items: Union[FeatureInput, torch.Tensor]) -> torch.Tensor:
+        return items.float() if isinstance(items, torch.Tensor) else self.encode_items(items)
+
+    # ----- users -----
+
+    @torch.no_grad()
+    def user_embeddings(self) -> torch.Tensor:
+        """Embeddings of all known users (n_users, D); row 0 is RecBole's padding user and is never recommended."""
+        return self.model.user_embeddings().detach().cpu()
+
+    def user_ids(self, users: Sequence[str]) -> torch.Tensor:
+        unknown = [user for user in users if str(user) not in self._user_index or str(user) == "[PAD]"]
+        if unknown:
+            raise ServingError(f"Unknown users {unknown[:5]}{'...' if len(unknown) > 5 else ''}: only users seen in "
+                               "training can be served.")
+        return torch.tensor([self._user_index[str(user)] for user in users], dtype=torch.long)
+
+    # ----- recommendations -----
+
+    def _streaming_topk(self, queries: torch.Tensor, keys: torch.Tensor, k: int,
+                        excluded_key: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Top-k keys by inner product for every query, holding at most batch_size x batch_size scores at once."""
+        k = min(k, len(keys) - (excluded_key is not None))
+        if k <= 0:
+            raise ServingError("k must be >= 1 and there must be at least one candidate.")
+        all_scores, all_index = [], []
+        for q_start in range(0, len(queries), self.batch_size):
+            query = queries[q_start:q_start + self.batch_size]
+            best_scores = torch.full((len(query), 0), float("-inf"))
+            best_index = torch.zeros((len(query), 0), dtype=torch.long)
+            for k_start in range(0, len(keys), self.batch_size):
+                scores = query @ keys[k_start:k_start + self.batch_size].T
+                if excluded_key is not None and k_start <= excluded_key < k_start + len(scores[0]):
+                    scores[:, excluded_key - k_start] = float("-inf")
+                index = torch.arange(k_start, k_start + scores.shape[1]).expand_as(scores)
+                merged_scores = torch.cat([best_scores, scores], dim=1)
+                merged_index = torch.cat([best_index, index], dim=1)
+                best_scores, order = torch.topk(merged_scores, min(k, merged_scores.shape[1]), dim=1)
+                best_index = merged_index.gather(1, order)
+            all_scores.append(best_scores)
+            all_index.append(best_index)
+        return torch.cat(all_index), torch.cat(all_scores)
+
+    def recommend_users(self, items: Union[FeatureInput, torch.Tensor], k: int) -> Tuple[np.ndarray, torch.Tensor]:
+        """For each new item, the k users to show it to: (user tokens (n_items, k), scores (n_items, k))."""
+        index, scores = self._streaming_topk(self._representations(items), self.user_embeddings(), k,
+                                             excluded_key=0)
+        return self.user_tokens[index.numpy()], scores
+
+    def recommend_items(self, users: Sequence[str], items: Union[FeatureInput, torch.Tensor],
+                        k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """For each user (token), the top k of the given new items: (item positions (n_users, k), scores)."""
+        queries = self.user_embeddings()[self.user_ids(users)]
+        return self._streaming_topk(queries, self._representations(items), k)
+
+    def score(self, users: Sequence[str], items: Union[FeatureInput, torch.Tensor]) -> torch.Tensor:
+        """Full score matrix (n_users, n_items); for small inputs and checks."""
+        return self.user_embeddings()[self.user_ids(users)] @ self._representations(items).T
+
+    def export_embeddings(self, directory: str, items: Union[FeatureInput, torch.Tensor, None] = None,
+                          item_ids: Optional[Sequence[str]] = None) -> Dict[str, str]:
+        """Write user (and, if given, item) embeddings as .npy plus token lists, for an external ANN index.
+
+        The inner product of a user row and an item row is the model's score. Returns the written paths.
+        """
+        os.makedirs(directory, exist_ok=True)
+        written = {"user_embeddings": _save_npy(directory, "user_embeddings.npy", self.user_embeddings()[1:].numpy()),
+                   "user_tokens": _save_lines(directory, "user_tokens.txt", self.user_tokens[1:])}
+        if items is not None:
+            representations = self._representations(items)
+            ids = [str(i) for i in (item_ids if item_ids is not None else range(len(representations)))]
+            if len(ids) != len(representations):
+                raise ServingError(f"Got {len(ids)} item ids for {len(representations)} items.")
+            written["item_embeddings"] = _save_npy(directory, "item_embeddings.npy", representations.numpy())
+            written["item_tokens"] = _save_lines(directory, "item_tokens.txt", ids)
+        return written
+
+
+def _atomic_path(directory: str, name: str) -> Tuple[str, str]:
+    return os.path.join(directory, name), os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+
+
+def _save_npy(directory: str, name: str, array: np.ndarray) -> str:
+    path, temporary = _atomic_path(directory, name)
+    with open(temporary, "wb") as handle:
+        np.save(handle, array.astype(np.float32))
+    os.replace(temporary, path)
+    return path
+
+
+def _save_lines(directory: str, name: str, lines: Sequence[Any]) -> str:
+    path, temporary = _atomic_path(directory, name)
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.writelines(f"{line}\n" for line in lines)
+    os.replace(temporary, path)
+    return path
