@@ -34,7 +34,8 @@ def default_cache_dir() -> Path:
 
 
 class Config(RecBoleConfig):
-    """RecBole Config with priority RecBole defaults < plugin overall < plugin model < plugin dataset < user.
+    """RecBole Config with priority RecBole defaults < plugin overall < plugin model < plugin dataset
+    < DATA_PATH/<dataset>/<dataset>.yaml (written by dataset_prep converters) < user.
 
     The user's config files, config_dict and command line keep RecBole's own order among themselves.
     `model` may be a plugin model name, a RecBole built-in name, or a model class.
@@ -66,9 +67,17 @@ class Config(RecBoleConfig):
         super()._load_internal_config_dict(model, model_class, dataset)
         root = properties_dir()
         self.plugin_keys = []
-        for path in (root / "overall.yaml", root / "model" / f"{model}.yaml", root / "dataset" / f"{dataset}.yaml"):
+        layers = [root / "overall.yaml", root / "model" / f"{model}.yaml", root / "dataset" / f"{dataset}.yaml"]
+        for path in layers:
             if path.is_file():
                 loaded = self._update_internal_config_dict(str(path)) or {}
+                self.plugin_keys += [key for key in loaded if key not in self.plugin_keys]
+        # A converted dataset carries its own <name>.yaml (modalities, load_col): it sits above the plugin's yaml.
+        data_path = self.external_config_dict.get("data_path") or self.internal_config_dict.get("data_path")
+        if data_path:
+            folder_yaml = Path(data_path) / dataset / f"{dataset}.yaml"
+            if folder_yaml.is_file():
+                loaded = self._update_internal_config_dict(str(folder_yaml)) or {}
                 self.plugin_keys += [key for key in loaded if key not in self.plugin_keys]
         self.parameters[PLUGIN_CATEGORY] = [
             key for key in self.plugin_keys if not any(key in keys for keys in self.parameters.values())

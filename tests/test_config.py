@@ -72,3 +72,14 @@ def test_embedded_dataset_defaults_to_the_user_cache(embedded_cache):
 
 def test_yaml_defaults_ship_with_the_package():
     assert (properties_dir() / "overall.yaml").is_file()
+
+
+def test_a_dataset_folder_yaml_sits_between_plugin_yaml_and_user(plugin_properties, tmp_path):
+    (plugin_properties / "dataset" / "mine.yaml").write_text("layer_probe: plugin\nother_probe: plugin\n")
+    folder = tmp_path / "data" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "mine.yaml").write_text("layer_probe: folder\n")
+    config = Config(model="BPR", dataset="mine", config_dict={"data_path": str(tmp_path / "data")})
+    assert config["layer_probe"] == "folder" and config["other_probe"] == "plugin"
+    user = Config(model="BPR", dataset="mine", config_dict={"data_path": str(tmp_path / "data"), "layer_probe": "u"})
+    assert user["layer_probe"] == "u"
