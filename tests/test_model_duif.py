@@ -1,0 +1,86 @@
+"""DUIF: content-only user-item model (Geng et al. 2015)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from baseline_helpers import (
+    NEW,
+    TRAIN_BATCH,
+    all_scores,
+    batch,
+    check_buffers_stay_out_of_checkpoints,
+    check_full_sort_predict_equals_predict,
+    check_loss_is_finite_and_training_lowers_it,
+    check_new_items_are_scored_from_content_only,
+    check_no_new_item_leakage,
+    check_yaml_defaults_pass_the_option_checks,
+    make_dataset,
+    make_model,
+    run_end_to_end,
+)
+from recbole_milk.model.duif import DUIF
+from recbole_milk.options import ConfigError
+
+
+def test_forward_and_loss_on_a_toy_batch():
+    check_loss_is_finite_and_training_lowers_it(make_model(DUIF))
+
+
+def test_new_items_are_scored_from_content_only():
+    check_new_items_are_scored_from_content_only(make_model(DUIF))
+
+
+def test_no_new_item_leakage():
+    check_no_new_item_leakage(make_model(DUIF))
+
+
+def test_full_sort_predict_equals_predict():
+    check_full_sort_predict_equals_predict(make_model(DUIF))
+
+
+def test_feature_buffers_stay_out_of_checkpoints():
+    check_buffers_stay_out_of_checkpoints(make_model(DUIF))
+
+
+def test_yaml_defaults_pass_the_option_checks():
+    check_yaml_defaults_pass_the_option_checks(DUIF)
+
+
+def test_score_is_user_embedding_dot_mlp_of_concatenated_normalised_modalities():
+    dataset = make_dataset()
+    model = make_model(DUIF, dataset)
+    content = torch.cat([F.normalize(x, dim=1) for x in dataset.item_features], dim=1)
+    expected = model.user_embedding.weight[1:] @ model.content_encoder(content).t()
+    assert torch.allclose(all_scores(model)[:, 1:], expected.detach()[:, 1:], atol=1e-5)
+    assert len([m for m in model.content_encoder if isinstance(m, torch.nn.Linear)]) == 2  # default: 2-layer MLP
+
+
+def test_items_with_identical_content_get_identical_scores():
+    model = make_model(DUIF)
+    with torch.no_grad():
+        model.item_content[NEW[0]] = model.item_content[2]
+    scores = all_scores(model)
+    assert torch.allclose(scores[:, NEW[0]], scores[:, 2])
+
+
+def test_loss_is_bpr_plus_embedding_regulariser():
+    model = make_model(DUIF, reg_weight=0.5)
+    users, pos, neg = (torch.tensor(x) for x in TRAIN_BATCH)
+    u = model.user_embedding(users)
+    p, n = model.content_encoder(model.item_content[pos]), model.content_encoder(model.item_content[neg])
+    expected = F.softplus((u * n).sum(1) - (u * p).sum(1)).mean() + 0.5 * (
+        u.pow(2).sum(1) + p.pow(2).sum(1) + n.pow(2).sum(1)).mean()
+    assert torch.allclose(model.calculate_loss(batch(*TRAIN_BATCH)), expected)
+
+
+@pytest.mark.parametrize("key, value", [("content_hidden_sizes", [0]), ("activation", "gelu"),
+                                        ("embedding_size", 0), ("reg_weight", -1.0)])
+def test_invalid_options_are_rejected_with_the_key_named(key, value):
+    with pytest.raises(ConfigError, match=key):
+        make_model(DUIF, **{key: value})
+
+
+def test_runs_end_to_end_through_quick_start(tmp_path):
+    result = run_end_to_end("DUIF", tmp_path)
+    assert result["model"] == "DUIF" and result["epochs_trained"] == 2
+    assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
