@@ -7,12 +7,11 @@ The MMRec layout (also used by DGMRec and the MILK authors):
 The plugin layout written to OUT/<name>/:
     <name>.inter       RecBole atomic file: user_id:token, item_id:token [, rating:float] [, timestamp:float]
     <modality>.npy     float32, row r = item token "r"; an all-NaN row marks the modality missing for that item
-    <name>.yaml        dataset config (modalities, load_col): pass it with --config_files
+    <name>.yaml        dataset config (modalities, load_col), read automatically from the dataset folder
 
 Usage:
     python dataset_prep/mmrec.py --src DIR --name NAME --out DATA_PATH
-    python run_recbole_milk.py --model=MILK --dataset=NAME --data_path=DATA_PATH \
-        --config_files=DATA_PATH/NAME/NAME.yaml
+    python run_recbole_milk.py --model=MILK --dataset=NAME --data_path=DATA_PATH
 """
 import argparse
 import os
@@ -144,7 +143,7 @@ def load_features(path: Path, num_items: int, zero_rows_missing: bool) -> np.nda
 def dataset_yaml(name: str, src: Path, modality_files: Dict[str, str], inter_columns: List[str]) -> str:
     lines = [
         f"# {name}: converted by dataset_prep/mmrec.py from {src}.",
-        "# Pass this file with --config_files; later --config_files and command-line options override it.",
+        "# Read automatically from the dataset folder; --config_files and command-line options override it.",
         "load_col:",
         f"  inter: [{', '.join(column for column in inter_columns if column in ('user_id', 'item_id'))}]",
         "modalities:",
@@ -244,8 +243,7 @@ def format_stats(stats: Dict[str, Any], name: str, out: Path) -> str:
             f"{entry['missing_items']} interacted items missing"
         )
     lines.append(
-        f"Run: python run_recbole_milk.py --model=MILK --dataset={name} --data_path={out} "
-        f"--config_files={Path(stats['folder']) / (name + '.yaml')}"
+        f"Run: python run_recbole_milk.py --model=MILK --dataset={name} --data_path={out}"
     )
     return "\n".join(lines)
 

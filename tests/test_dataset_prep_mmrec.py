@@ -160,7 +160,16 @@ def test_cli_prints_statistics_and_the_run_command(tmp_path, capsys):
     assert code == 0
     assert "5 users, 7 items with interactions, 10 interactions" in printed
     out = tmp_path / "out"
-    assert f"--dataset=mini --data_path={out} --config_files={out / 'mini' / 'mini.yaml'}" in printed
+    assert f"--dataset=mini --data_path={out}\n" in printed + "\n"
+
+
+def test_converted_dataset_needs_only_its_name_and_data_path(tmp_path):
+    from recbole_milk.config import Config
+
+    write_mmrec(tmp_path / "src")
+    mmrec.convert_mmrec(tmp_path / "src", "mini", tmp_path / "out")
+    config = Config(model="MILK", dataset="mini", config_dict={"data_path": str(tmp_path / "out")})
+    assert config["modalities"] == {"visual": "visual.npy", "text": "text.npy"}
 
 
 def test_cli_reports_errors_on_stderr_with_exit_code_2(tmp_path, capsys):
