@@ -1,0 +1,91 @@
+"""Run one benchmark cell in this process and write its measurements as JSON.
+
+    python -m benchmarks.cell SPEC.json OUT.json
+
+SPEC holds model, dataset, config_dict and config_files. The run goes through run_recbole_milk, the quick-start
+function users call. The runner starts one process per cell, so peak RSS is this run's own and a crash or a kill
+ends only this cell.
+"""
+import glob
+import json
+import os
+import re
+import resource
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+EVAL_TIME = re.compile(r"evaluating\s*\S*\s*\[\S*time\S*:\s*([0-9.]+)s")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def evaluation_seconds(log_dir: str) -> List[float]:
+    """Seconds of each validation pass, read from the run's RecBole log ("epoch N evaluating [time: X s, ...]")."""
+    seconds = []
+    for path in sorted(glob.glob(os.path.join(log_dir, "**", "*.log"), recursive=True)):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                match = EVAL_TIME.search(ANSI.sub("", line))
+                if match:
+                    seconds.append(float(match.group(1)))
+    return seconds
+
+
+def training_interactions(split_file: Optional[str], inter_file: str) -> Optional[int]:
+    """Interactions of warm items (the training set), from the exported split and the .inter file."""
+    if not split_file or not os.path.exists(split_file) or not os.path.exists(inter_file):
+        return None
+    import pandas as pd
+
+    with open(split_file, encoding="utf-8") as handle:
+        warm = {str(token) for token in json.load(handle)["warm"]}
+    inter = pd.read_csv(inter_file, sep="\t", dtype=str)
+    item_column = next(column for column in inter.columns if column.split(":")[0] == "item_id")
+    return int(inter[item_column].isin(warm).sum())
+
+
+def run_cell(spec: Dict[str, Any]) -> Dict[str, Any]:
+    from recbole_milk.quick_start import run_recbole_milk
+
+    start = time.perf_counter()
+    result = run_recbole_milk(model=spec["model"], dataset=spec["dataset"], config_file_list=spec.get("config_files"),
+                              config_dict=spec["config_dict"], saved=True)
+    wall = time.perf_counter() - start
+    config = result["config"]
+    evals = evaluation_seconds(config["log_dir"])
+    inter_file = os.path.join(config["data_path"], f"{config['dataset']}.inter")
+    n_train = training_interactions(config.get("split_export_file"), inter_file)
+    per_epoch = result["train_seconds_per_epoch"]
+    return {
+        "test_result": result["test_result"],
+        "best_valid_result": result["best_valid_result"],
+        "best_valid_score": result["best_valid_score"],
+        "test_result_by_group": result["test_result_by_group"],
+        "epochs_trained": result["epochs_trained"],
+        "train_seconds_per_epoch": per_epoch,
+        "eval_seconds_mean": sum(evals) / len(evals) if evals else None,
+        "evaluations": len(evals),
+        "train_interactions": n_train,
+        "interactions_per_second": n_train / per_epoch if n_train and per_epoch else None,
+        "wall_seconds": wall,
+        # ru_maxrss is in KiB on Linux: the peak resident set of this process, i.e. of this run alone.
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main(argv: List[str]) -> None:
+    if len(argv) != 2:
+        raise SystemExit("usage: python -m benchmarks.cell SPEC.json OUT.json")
+    spec_file, out_file = argv
+    with open(spec_file, encoding="utf-8") as handle:
+        spec = json.load(handle)
+    sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv; the spec is the whole config
+    measurements = run_cell(spec)
+    temporary = f"{out_file}.tmp{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(measurements, handle)
+    os.replace(temporary, out_file)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,226 @@
+"""Benchmark runner: a grid of (variant x missing setting x seed) runs on any prepared dataset, resumable.
+
+    python -m benchmarks.run run --profile=quick                      # smoke test on the embedded ml-100k-mm
+    python -m benchmarks.run run --profile=full --dataset=tiktok --data_path=/tmp/data \\
+        --cold_item_file=../shared/data/tiktok/reference_split.json \\
+        --missing_file=../shared/data/tiktok/reference_missing.json --results=benchmarks/results/results.jsonl
+    python -m benchmarks.run tune --dataset=tiktok --data_path=/tmp/data ...   # run_hyper.py on the valid split
+    python -m benchmarks.run report --results=benchmarks/results/results.jsonl
+
+Every cell runs in its own process through run_recbole_milk. Its record is appended to the results file as soon as
+it finishes, and cells already there are skipped, so a killed grid resumes where it stopped. `run` ends with a
+report: markdown tables and PNG figures next to the results file.
+"""
+import argparse
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from benchmarks import grid, scaling
+from benchmarks.results import append_result, done_keys, read_results
+
+REPO = Path(__file__).resolve().parent.parent
+SPLIT_SEED = 2023  # one split and one set of simulated masks for every cell; seeds vary model init and sampling
+
+
+def tuned_path(results: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(results)), "tuned.json")
+
+
+def read_tuned(results: str) -> Optional[Dict[str, Any]]:
+    path = tuned_path(results)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)["best_params"]
+
+
+def data_overrides(args: argparse.Namespace) -> Dict[str, Any]:
+    """Dataset options shared by every cell of the grid."""
+    overrides: Dict[str, Any] = {"split_seed": SPLIT_SEED}
+    if args.data_path:
+        overrides["data_path"] = os.path.abspath(args.data_path)
+    for key in ("cold_item_file", "missing_file"):
+        if getattr(args, key):
+            overrides[key] = os.path.abspath(getattr(args, key))
+    return overrides
+
+
+def cell_spec(cell: grid.Cell, args: argparse.Namespace, scratch: Path) -> Dict[str, Any]:
+    """Model, dataset and the complete config_dict of one cell; its logs and checkpoints go to `scratch`."""
+    dataset = args.dataset
+    config = data_overrides(args)
+    config.update(dict(cell.overrides))
+    if cell.setting.startswith("x"):  # scaling rows read a duplicated copy of the dataset
+        factor = int(cell.setting[1:])
+        if factor > 1:
+            if not args.data_path:
+                raise SystemExit("the scaling rows need --data_path (a prepared dataset folder to duplicate)")
+            config["data_path"] = os.path.abspath(scaling.build_scaled(
+                args.data_path, args.dataset, factor, str(Path(args.scratch) / "data")))
+            dataset = scaling.scaled_name(args.dataset, factor)
+    if config.get("missing_file", "unset") is None:
+        del config["missing_file"]  # curve points simulate their masks
+    config.update({
+        "seed": cell.seed,
+        "show_progress": False,
+        "log_dir": str(scratch / "log"),
+        "tensorboard_dir": str(scratch / "log_tensorboard"),
+        "checkpoint_dir": str(scratch / "saved"),
+        "split_export_file": str(scratch / "split.json"),
+    })
+    config_files = args.config_files.split() if args.config_files else None
+    return {"model": cell.model, "dataset": dataset, "config_dict": config, "config_files": config_files}
+
+
+def run_one(cell: grid.Cell, args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """Run `cell` in a fresh process; its record, or None if the process failed (the failure is logged)."""
+    scratch = Path(args.scratch) / "cells" / cell.name
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    spec = cell_spec(cell, args, scratch)
+    (scratch / "spec.json").write_text(json.dumps(spec, indent=2))
+    out_file = scratch / "measurements.json"
+    start = time.time()
+    # A fixed thread count per cell keeps timings comparable and stops a cell from oversubscribing a small,
+    # shared machine (two 2-thread torch processes on 2 cores ran 6x slower per epoch than one).
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    with open(scratch / "output.txt", "w") as output:
+        try:
+            process = subprocess.run([sys.executable, "-m", "benchmarks.cell", str(scratch / "spec.json"),
+                                      str(out_file)], cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
+                                     timeout=args.cell_timeout, env=env)
+            code = process.returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+    if code != 0 or not out_file.exists():
+        tail = (scratch / "output.txt").read_text(errors="replace").splitlines()[-5:]
+        print(f"  FAILED ({code}) after {time.time() - start:.0f}s; see {scratch}/output.txt", *tail, sep="\n    ",
+              flush=True)
+        return None
+    measurements = json.loads(out_file.read_text())
+    # Checkpoints are only needed inside the run; the log and spec stay for inspection.
+    shutil.rmtree(scratch / "saved", ignore_errors=True)
+    shutil.rmtree(scratch / "log_tensorboard", ignore_errors=True)
+    record = {"experiment": cell.experiment, "variant": cell.variant, "setting": cell.setting, "seed": cell.seed,
+              "model": cell.model, "dataset": spec["dataset"], "profile": args.profile,
+              "overrides": dict(cell.overrides), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "host_cpus": os.cpu_count(), "threads": args.threads}
+    record.update(measurements)
+    return record
+
+
+def command_run(args: argparse.Namespace) -> int:
+    profile = grid.PROFILES[args.profile]
+    blocks = args.blocks.split(",") if args.blocks else None
+    cells = grid.expand(profile, blocks, read_tuned(args.results), args.dataset)
+    done = done_keys(args.results)
+    todo = [cell for cell in cells if cell.key not in done]
+    print(f"{args.profile} profile on {args.dataset}: {len(cells)} cells, {len(cells) - len(todo)} already in "
+          f"{args.results}, {len(todo)} to run", flush=True)
+    if any(b.variants == [grid.TUNED_VARIANT] for b in profile.blocks) and read_tuned(args.results) is None:
+        print(f"  (the '{grid.TUNED_VARIANT}' cells wait for `python -m benchmarks.run tune`)", flush=True)
+    failures = 0
+    for index, cell in enumerate(todo, 1):
+        if args.dry_run:
+            print(f"  would run {cell.key}")
+            continue
+        print(f"[{index}/{len(todo)}] {cell.experiment} | {cell.variant} | {cell.setting} | seed {cell.seed}",
+              flush=True)
+        record = run_one(cell, args)
+        if record is None:
+            failures += 1
+            continue
+        written = append_result(args.results, record)
+        test = record["test_result"]
+        print(f"  done in {record['wall_seconds']:.0f}s, {record['epochs_trained']} epochs: "
+              f"NDCG@20 {test.get('ndcg@20', float('nan')):.4f} Recall@20 {test.get('recall@20', float('nan')):.4f}"
+              + ("" if written else " (already recorded by another runner; kept the first)"), flush=True)
+    if not args.dry_run and not args.no_report:
+        command_report(args)
+    return 1 if failures else 0
+
+
+def command_tune(args: argparse.Namespace) -> int:
+    """HyperTuning through run_hyper.py on the validation split (seed 2023, FTMT); best params -> tuned.json."""
+    scratch = Path(args.scratch) / "tune"
+    scratch.mkdir(parents=True, exist_ok=True)
+    overrides = {**data_overrides(args), **grid.PROFILES[args.profile].base, "seed": SPLIT_SEED,
+                 "missing_setting": "FTMT", "show_progress": False, "log_dir": str(scratch / "log"),
+                 "tensorboard_dir": str(scratch / "log_tensorboard"), "checkpoint_dir": str(scratch / "saved")}
+    command = [sys.executable, str(REPO / "run_hyper.py"), "--model=MILK", f"--dataset={args.dataset}",
+               f"--params_file={args.params_file}", f"--algo={args.algo}", f"--max_evals={args.max_evals}",
+               f"--output_file={scratch / 'hyper_result.txt'}"]
+    if args.config_files:
+        command.append(f"--config_files={args.config_files}")
+    command += [f"--{key}={value}" for key, value in overrides.items()]
+    print(" ".join(command), flush=True)
+    log = scratch / "output.txt"
+    with open(log, "w") as output:
+        code = subprocess.run(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT).returncode
+    best = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("best params:")]
+    if code != 0 or not best:
+        print(f"tuning failed ({code}); see {log}")
+        return 1
+    params = ast.literal_eval(best[-1].split(":", 1)[1].strip())
+    path = tuned_path(args.results)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({"best_params": params, "selected_on": "valid NDCG@10", "algo": args.algo,
+                   "max_evals": args.max_evals, "params_file": args.params_file,
+                   "table": str(scratch / "hyper_result.txt")}, handle, indent=2)
+    print(f"best params {params} written to {path}")
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from benchmarks.report import write_report
+
+    out_dir = args.out or os.path.dirname(os.path.abspath(args.results))
+    records = read_results(args.results)
+    files = write_report(records, out_dir, grid.PROFILES[args.profile], title=f"{args.dataset}, {args.profile} profile",
+                         tuned=read_tuned(args.results))
+    print("report:", *files, sep="\n  ")
+    return 0
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("run", "tune", "report"))
+    parser.add_argument("--profile", choices=sorted(grid.PROFILES), default="quick")
+    parser.add_argument("--dataset", default=None, help="default: tiktok for full, ml-100k-mm for quick")
+    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: RecBole's/plugin's)")
+    parser.add_argument("--config_files", default=None, help="space-separated yaml files for every cell")
+    parser.add_argument("--cold_item_file", default=None, help="fixed new-item split for every cell")
+    parser.add_argument("--missing_file", default=None, help="fixed masks for the FTMT/MTMT cells")
+    parser.add_argument("--results", default=None, help="results .jsonl (default benchmarks/out/<profile>/results.jsonl)")
+    parser.add_argument("--scratch", default=None, help="per-cell logs and synthetic datasets (default benchmarks/out/<profile>)")
+    parser.add_argument("--out", default=None, help="report folder (default: the results file's folder)")
+    parser.add_argument("--blocks", default=None, help="comma-separated blocks of the profile to run (default all)")
+    parser.add_argument("--cell_timeout", type=float, default=None, help="seconds before a cell is killed")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per cell (default 1)")
+    parser.add_argument("--dry_run", action="store_true", help="list the cells that would run")
+    parser.add_argument("--no_report", action="store_true", help="skip the report at the end of `run`")
+    parser.add_argument("--params_file", default=str(REPO / "properties" / "hyper" / "MILK.hyper"))
+    parser.add_argument("--algo", default="random", choices=("exhaustive", "random", "bayes"))
+    parser.add_argument("--max_evals", type=int, default=20)
+    args = parser.parse_args(argv)
+    args.dataset = args.dataset or ("tiktok" if args.profile == "full" else "ml-100k-mm")
+    args.scratch = args.scratch or str(REPO / "benchmarks" / "out" / args.profile)
+    args.results = args.results or str(Path(args.scratch) / "results.jsonl")
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return {"run": command_run, "tune": command_tune, "report": command_report}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

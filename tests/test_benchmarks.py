@@ -1,0 +1,194 @@
+"""Benchmark runner logic: grid expansion, durable results, resume without duplicates, aggregation. No training."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks import grid, report, run, scaling  # noqa: E402
+from benchmarks.cell import evaluation_seconds, training_interactions  # noqa: E402
+from benchmarks.results import append_result, read_results  # noqa: E402
+
+
+def _record(variant="MILK", setting="FTMT", seed=2023, ndcg20=0.01, experiment="accuracy", **extra):
+    record = {"experiment": experiment, "variant": variant, "setting": setting, "seed": seed,
+              "test_result": {"recall@10": 0.01, "ndcg@10": 0.005, "recall@20": 0.02, "ndcg@20": ndcg20},
+              "test_result_by_group": {"complete": {"ndcg@20": 2 * ndcg20, "recall@20": 0.03},
+                                       "missing_1": {"ndcg@20": ndcg20 / 2, "recall@20": 0.01}},
+              "epochs_trained": 40, "train_seconds_per_epoch": 0.5, "peak_rss_mb": 500.0, "wall_seconds": 30.0,
+              "eval_seconds_mean": 0.6, "interactions_per_second": 1000.0, "train_interactions": 500}
+    record.update(extra)
+    return record
+
+
+# ----- grid -----
+
+def test_full_grid_has_unique_cells_with_seed_varying_slowest():
+    cells = grid.expand(grid.FULL, dataset="tiktok")
+    keys = [cell.key for cell in cells]
+    assert len(keys) == len(set(keys))
+    first = [c for c in cells if c.experiment == "accuracy"][:9]
+    assert {c.seed for c in first} == {2023}
+    assert {(c.variant, c.setting) for c in first} == {(v, s) for v in ("MILK", "w/o both", "Random")
+                                                        for s in ("FTMT", "MTMT", "FTFT")}
+
+
+def test_variants_are_config_overrides_and_milk_cells_keep_the_paper_values():
+    cells = {c.key: dict(c.overrides) for c in grid.expand(grid.FULL, dataset="tiktok")}
+    ablation = cells[("accuracy", "w/o both", "MTMT", 2024)]
+    assert ablation["use_alignment"] is False and ablation["use_invariance"] is False
+    assert ablation["missing_setting"] == "MTMT" and ablation["invariance_weight"] == 50.0
+    assert "invariance_weight" not in cells[("accuracy", "BPR", "FTMT", 2023)]
+
+
+def test_curve_reuses_ftft_at_ratio_zero_and_simulates_other_ratios():
+    cells = {c.key: dict(c.overrides) for c in grid.expand(grid.FULL, ["curve"])}
+    assert ("accuracy", "MILK", "FTFT", 2023) in cells
+    point = cells[("accuracy", "MILK", "test_missing=0.25", 2023)]
+    assert point["test_missing_ratio"] == 0.25 and point["missing_file"] is None
+
+
+def test_tuned_cells_wait_for_tuning_then_use_its_parameters():
+    assert not [c for c in grid.expand(grid.FULL) if c.variant == grid.TUNED_VARIANT]
+    tuned = [c for c in grid.expand(grid.FULL, tuned={"align_weight": 1.0}, dataset="tiktok")
+             if c.variant == grid.TUNED_VARIANT]
+    assert len(tuned) == 10 and all(dict(c.overrides)["align_weight"] == 1.0 for c in tuned)
+
+
+def test_unknown_block_is_named():
+    with pytest.raises(ValueError, match="nope"):
+        grid.expand(grid.QUICK, ["nope"])
+
+
+# ----- results file -----
+
+def test_append_is_idempotent_per_key_and_survives_a_torn_line(tmp_path):
+    path = str(tmp_path / "r.jsonl")
+    assert append_result(path, _record(ndcg20=0.01))
+    assert not append_result(path, _record(ndcg20=0.99))  # same key: the first record stays
+    with open(path, "a") as handle:
+        handle.write('{"experiment": "accuracy", "variant": "MI')  # killed mid-write
+    assert append_result(path, _record(seed=2024))
+    records = read_results(path)
+    assert [(r["seed"], r["test_result"]["ndcg@20"]) for r in records] == [(2023, 0.01), (2024, 0.01)]
+
+
+def test_read_dedupes_a_run_recorded_twice(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(_record(ndcg20=0.01)) + "\n" + json.dumps(_record(ndcg20=0.02)) + "\n")
+    assert len(read_results(str(path))) == 1
+
+
+def test_killed_grid_resumes_without_losing_or_repeating_runs(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run_one(cell, args):
+        if len(calls) == 3 and args.kill_after_three:
+            raise KeyboardInterrupt  # the grid is killed while the 4th cell runs
+        calls.append(cell.key)
+        return _record(cell.variant, cell.setting, cell.seed, experiment=cell.experiment)
+
+    monkeypatch.setattr(run, "run_one", fake_run_one)
+    results = str(tmp_path / "results.jsonl")
+    argv = ["run", "--profile=quick", f"--results={results}", f"--scratch={tmp_path}", "--no_report"]
+    args = run.parse_args(argv)
+    args.kill_after_three = True
+    with pytest.raises(KeyboardInterrupt):
+        run.command_run(args)
+    assert len(read_results(results)) == 3
+    args.kill_after_three = False
+    assert run.command_run(args) == 0
+    expected = [c.key for c in grid.expand(grid.QUICK)]
+    assert calls == expected  # every cell ran exactly once, in order
+    assert sorted(map(tuple, ([r[k] for k in ("experiment", "variant", "setting", "seed")]
+                              for r in read_results(results)))) == sorted(expected)
+    run.command_run(args)  # a finished grid runs nothing
+    assert len(calls) == len(expected)
+
+
+def test_a_failed_cell_is_not_recorded_and_is_retried(tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "run_one", lambda cell, args: None)
+    results = str(tmp_path / "results.jsonl")
+    args = run.parse_args(["run", f"--results={results}", f"--scratch={tmp_path}", "--no_report"])
+    assert run.command_run(args) == 1
+    assert read_results(results) == []
+
+
+def test_cell_spec_points_scratch_and_data_options(tmp_path):
+    args = run.parse_args(["run", "--profile=full", "--data_path=/data", "--missing_file=/m.json",
+                           f"--scratch={tmp_path}"])
+    cells = {c.key: c for c in grid.expand(grid.FULL, dataset="tiktok")}
+    spec = run.cell_spec(cells[("accuracy", "MILK", "FTMT", 2025)], args, tmp_path / "cell")
+    config = spec["config_dict"]
+    assert spec["model"] == "MILK" and spec["dataset"] == "tiktok"
+    assert config["seed"] == 2025 and config["split_seed"] == run.SPLIT_SEED
+    assert config["missing_file"] == "/m.json" and config["checkpoint_dir"].startswith(str(tmp_path))
+    curve = run.cell_spec(cells[("accuracy", "MILK", "test_missing=0.75", 2023)], args, tmp_path / "c2")
+    assert "missing_file" not in curve["config_dict"]
+
+
+# ----- measurements -----
+
+def test_evaluation_seconds_are_read_from_colored_recbole_logs(tmp_path):
+    (tmp_path / "MILK").mkdir()
+    (tmp_path / "MILK" / "run.log").write_text(
+        "INFO  \x1b[1;32mepoch 9 evaluating\x1b[0m [\x1b[1;34mtime\x1b[0m: 0.56s, valid_score: 0.01]\n"
+        "epoch 19 evaluating [time: 1.44s, valid_score: 0.02]\nepoch 19 training [time: 9.00s, train loss: 1]\n")
+    assert evaluation_seconds(str(tmp_path)) == [0.56, 1.44]
+
+
+def test_training_interactions_count_warm_items_only(tmp_path):
+    (tmp_path / "d.inter").write_text("user_id:token\titem_id:token\n1\t10\n2\t10\n2\t11\n3\t12\n")
+    (tmp_path / "split.json").write_text(json.dumps({"warm": [10, 12], "valid": [11], "test": []}))
+    assert training_interactions(str(tmp_path / "split.json"), str(tmp_path / "d.inter")) == 3
+
+
+def test_scaled_dataset_duplicates_users_and_keeps_items(tmp_path):
+    source = tmp_path / "src" / "toy"
+    source.mkdir(parents=True)
+    (source / "toy.inter").write_text("user_id:token\titem_id:token\n1\t10\n2\t11\n")
+    (source / "toy.yaml").write_text("load_col: {inter: [user_id, item_id]}\n")
+    (source / "visual.npy").write_bytes(b"x")
+    data_path = scaling.build_scaled(str(tmp_path / "src"), "toy", 3, str(tmp_path / "out"))
+    target = Path(data_path) / "toy_x3"
+    lines = (target / "toy_x3.inter").read_text().splitlines()[1:]
+    assert len(lines) == 6 and len({line.split("\t")[0] for line in lines}) == 6
+    assert {line.split("\t")[1] for line in lines} == {"10", "11"}
+    assert (target / "toy_x3.yaml").exists() and (target / "visual.npy").exists()
+
+
+# ----- report -----
+
+def _fake_results():
+    records = []
+    for seed, (ftft, ftmt) in zip((2023, 2024), ((0.020, 0.015), (0.030, 0.027))):
+        records += [_record("MILK", "FTFT", seed, ftft), _record("MILK", "FTMT", seed, ftmt),
+                    _record("MILK", "test_missing=1", seed, ftmt / 2)]
+    records.append(_record("MILK", "FTMT", 2023, 0.5, experiment="cost"))
+    return records
+
+
+def test_mean_and_sample_std():
+    assert report.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5))
+    assert report.fmt([0.5]) == "0.5000 ± 0.0000" and report.fmt([]) == "—"
+
+
+def test_robustness_loss_is_paired_by_seed():
+    acc = report.index(_fake_results())
+    assert report.robustness_losses(acc, "MILK") == [pytest.approx(0.25), pytest.approx(0.1)]
+    assert report.robustness_losses(acc, "w/o both") == []
+
+
+def test_report_writes_tables_and_figures(tmp_path):
+    files = report.write_report(_fake_results(), str(tmp_path), grid.FULL)
+    text = (tmp_path / "results.md").read_text()
+    assert "| FTMT | MILK | 0.0100 ± 0.0000 | 0.0050 ± 0.0000 | 0.0200 ± 0.0000 | 0.0210 ± 0.0085 | 2 |" in text
+    assert "17.5 ± 10.6 %" in text  # losses 25 % and 10 %
+    assert "| MILK | 0.0250 ± 0.0071 | — | — | — | 0.0105 ± 0.0042 |" in text  # curve: 0 is FTFT
+    assert "| table2-milk | 4 | 45 |" in text
+    pytest.importorskip("matplotlib")
+    assert {Path(f).name for f in files} == {"results.md", report.ROBUSTNESS_FILE, report.CURVE_FILE}
+    assert (tmp_path / report.CURVE_FILE).read_bytes()[:4] == b"\x89PNG"
