@@ -83,6 +83,9 @@ def table2(acc: Dict, settings: Sequence[str] = ("FTFT", "FTMT", "MTMT")) -> Lis
 
 
 def variant_table(acc: Dict, variants: Sequence[str], settings: Sequence[str]) -> List[str]:
+    """One row per variant; empty until a variant other than the first (the reference row) has a run."""
+    if not any(acc.get(("accuracy", v, s)) for v in variants[1:] for s in settings):
+        return []
     header = ["variant"]
     for setting in settings:
         header += [f"{setting} NDCG@20", f"{setting} Recall@20"]
@@ -141,9 +144,14 @@ def group_table(acc: Dict, variants: Sequence[str], settings: Sequence[str] = ("
                 continue
             groups = sorted({g for r in runs.values() for g in r.get("test_result_by_group", {})})
             for group in groups:
-                rows.append([setting, variant, group, fmt(metric_values(runs, "ndcg@20", group)),
-                             fmt(metric_values(runs, "recall@20", group)), _n(runs)])
-    return _table(["setting", "variant", "test items", "NDCG@20", "Recall@20", "seeds"], rows) if rows else []
+                users = metric_values(runs, "users", group)
+                if not any(users):
+                    continue  # no test user has a positive on an item of this group (e.g. missing_2 with M = 2)
+                rows.append([setting, variant, group, f"{statistics.fmean(users):.0f}",
+                             fmt(metric_values(runs, "ndcg@20", group)), fmt(metric_values(runs, "recall@20", group)),
+                             _n(runs)])
+    header = ["setting", "variant", "test items", "users", "NDCG@20", "Recall@20", "seeds"]
+    return _table(header, rows) if rows else []
 
 
 def tuned_table(acc: Dict, tuned: Optional[Dict[str, Any]]) -> List[str]:

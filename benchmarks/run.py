@@ -163,7 +163,8 @@ def command_tune(args: argparse.Namespace) -> int:
     print(" ".join(command), flush=True)
     log = scratch / "output.txt"
     with open(log, "w") as output:
-        code = subprocess.run(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT).returncode
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+        code = subprocess.run(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, env=env).returncode
     best = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("best params:")]
     if code != 0 or not best:
         print(f"tuning failed ({code}); see {log}")

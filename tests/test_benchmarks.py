@@ -16,8 +16,9 @@ from benchmarks.results import append_result, read_results  # noqa: E402
 def _record(variant="MILK", setting="FTMT", seed=2023, ndcg20=0.01, experiment="accuracy", **extra):
     record = {"experiment": experiment, "variant": variant, "setting": setting, "seed": seed,
               "test_result": {"recall@10": 0.01, "ndcg@10": 0.005, "recall@20": 0.02, "ndcg@20": ndcg20},
-              "test_result_by_group": {"complete": {"ndcg@20": 2 * ndcg20, "recall@20": 0.03},
-                                       "missing_1": {"ndcg@20": ndcg20 / 2, "recall@20": 0.01}},
+              "test_result_by_group": {"complete": {"ndcg@20": 2 * ndcg20, "recall@20": 0.03, "users": 10},
+                                       "missing_1": {"ndcg@20": ndcg20 / 2, "recall@20": 0.01, "users": 5},
+                                       "missing_2": {"ndcg@20": 0.0, "recall@20": 0.0, "users": 0}},
               "epochs_trained": 40, "train_seconds_per_epoch": 0.5, "peak_rss_mb": 500.0, "wall_seconds": 30.0,
               "eval_seconds_mean": 0.6, "interactions_per_second": 1000.0, "train_interactions": 500}
     record.update(extra)
@@ -189,6 +190,8 @@ def test_report_writes_tables_and_figures(tmp_path):
     assert "17.5 ± 10.6 %" in text  # losses 25 % and 10 %
     assert "| MILK | 0.0250 ± 0.0071 | — | — | — | 0.0105 ± 0.0042 |" in text  # curve: 0 is FTFT
     assert "| table2-milk | 4 | 45 |" in text
+    assert "| FTMT | MILK | missing_1 | 5 | 0.0105 ± 0.0042 |" in text and "missing_2" not in text
+    assert "## Imputation and inference fusion (test)\n\nnot run yet" in text
     pytest.importorskip("matplotlib")
     assert {Path(f).name for f in files} == {"results.md", report.ROBUSTNESS_FILE, report.CURVE_FILE}
     assert (tmp_path / report.CURVE_FILE).read_bytes()[:4] == b"\x89PNG"
