@@ -3,7 +3,7 @@
 BPR runs through the plugin's pipeline, so it sees exactly the split a later baseline run sees: give this script
 the same dataset, data and split options (data_path, config files, seed / split_seed, cold_item_ratio or
 cold_item_file, filtering). It trains on warm items only (warm positives, warm negatives) for `epochs` epochs
-without early stopping (ranking new items says nothing about warm CF quality), then writes OUTPUT/ with
+without validation or early stopping (ranking new items says nothing about warm CF quality), then writes OUTPUT/ with
 user_embeddings.npy, item_embeddings.npy and meta.json (format in recbole_milk/pretrained.py). Rows of items
 that are not warm are zero.
 
@@ -42,7 +42,7 @@ def export_cf_embeddings(output: str, dataset: str, config_file_list: Optional[L
     from recbole_milk.quick_start import load_data_and_model, run_recbole_milk
 
     # No validation: early stopping on new-item ranking would stop BPR at random; train the configured epochs.
-    run_config = {"eval_step": 0, **(config_dict or {})}
+    run_config = {**(config_dict or {}), "eval_step": 0}
     result = run_recbole_milk(model="BPR", dataset=dataset, config_file_list=config_file_list,
                               config_dict=run_config, saved=True)
     config, model, data, _, _, _ = load_data_and_model(result["saved_model_file"])
@@ -74,6 +74,9 @@ def parse_args(argv: List[str]):
     bad = [item for item in overrides if not item.startswith("--") or "=" not in item]
     if bad:
         parser.error(f"unrecognised arguments {bad}: config overrides must look like --key=value")
+    if any(item.startswith("--eval_step=") for item in overrides):
+        parser.error("--eval_step cannot be set here: the export trains BPR for --epochs epochs without validation "
+                     "(new-item ranking says nothing about warm CF quality); remove it")
     return args, overrides
 
 

@@ -238,5 +238,5 @@ def toy_cf_folder(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", ["pytest"])
         patch.chdir(root)
-        export_cf_embeddings(str(root / "cf"), "toy", config_dict={**config_dict, "epochs": 3})
+        export_cf_embeddings(str(root / "cf"), "toy", config_dict={**config_dict, "epochs": 3, "eval_step": 1})
     return root / "cf"

@@ -173,6 +173,8 @@ def test_export_command_line_writes_a_folder(tmp_path, monkeypatch, capsys):
     assert json.loads((tmp_path / "cf" / META_FILE).read_text())["format"] == "recbole-milk-cf/1"
 
 
-def test_export_command_line_rejects_malformed_overrides():
+@pytest.mark.parametrize("override", ["epochs=3", "--eval_step=10"])
+def test_export_command_line_rejects_malformed_overrides_and_validation(override, capsys):
     with pytest.raises(SystemExit):
-        load_export_script().parse_args(["--dataset=toy", "--output=x", "epochs=3"])
+        load_export_script().parse_args(["--dataset=toy", "--output=x", override])
+    assert override.split("=")[0] in capsys.readouterr().err

@@ -43,8 +43,8 @@ def read_options(model_class: type, config: Any) -> Dict[str, Any]:
         value = config[key]
         if value is None:
             raise ConfigError(
-                f"Option '{key}' is missing for model {name}: build the config with recbole_milk.config.Config, "
-                f"which loads properties/model/{name}.yaml, or set it in your config."
+                f"Option '{key}' is not set for model {name}: it must be {allowed}. recbole_milk.config.Config "
+                f"loads the defaults in properties/model/{name}.yaml."
             )
         if not check(value):
             raise ConfigError(f"Option '{key}' = {value!r} is invalid for model {name}: it must be {allowed}.")
