@@ -75,8 +75,18 @@ def cell_spec(cell: grid.Cell, args: argparse.Namespace, scratch: Path) -> Dict[
         "checkpoint_dir": str(scratch / "saved"),
         "split_export_file": str(scratch / "split.json"),
     })
-    config_files = args.config_files.split() if args.config_files else None
+    config_files = [os.path.abspath(path) for path in args.config_files.split()] if args.config_files else None
     return {"model": cell.model, "dataset": dataset, "config_dict": config, "config_files": config_files}
+
+
+def cell_env(args: argparse.Namespace) -> Dict[str, str]:
+    """Environment of a cell or tuning process: the repository importable, a fixed torch thread count.
+
+    A fixed thread count keeps timings comparable and stops a cell from oversubscribing a small, shared machine
+    (two 2-thread torch processes on 2 cores ran 6x slower per epoch than one).
+    """
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
 
 
 def run_one(cell: grid.Cell, args: argparse.Namespace) -> Optional[Dict[str, Any]]:
@@ -88,14 +98,13 @@ def run_one(cell: grid.Cell, args: argparse.Namespace) -> Optional[Dict[str, Any
     (scratch / "spec.json").write_text(json.dumps(spec, indent=2))
     out_file = scratch / "measurements.json"
     start = time.time()
-    # A fixed thread count per cell keeps timings comparable and stops a cell from oversubscribing a small,
-    # shared machine (two 2-thread torch processes on 2 cores ran 6x slower per epoch than one).
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     with open(scratch / "output.txt", "w") as output:
         try:
+            # The cell's working directory is its scratch folder: RecBole writes ./log_tensorboard relative to it,
+            # and runs sharing one directory (a tuner beside the grid) trip over each other's folders.
             process = subprocess.run([sys.executable, "-m", "benchmarks.cell", str(scratch / "spec.json"),
-                                      str(out_file)], cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
-                                     timeout=args.cell_timeout, env=env)
+                                      str(out_file)], cwd=scratch, stdout=output, stderr=subprocess.STDOUT,
+                                     timeout=args.cell_timeout, env=cell_env(args))
             code = process.returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
@@ -158,13 +167,13 @@ def command_tune(args: argparse.Namespace) -> int:
                f"--params_file={args.params_file}", f"--algo={args.algo}", f"--max_evals={args.max_evals}",
                f"--output_file={scratch / 'hyper_result.txt'}"]
     if args.config_files:
-        command.append(f"--config_files={args.config_files}")
+        command.append("--config_files=" + " ".join(os.path.abspath(path) for path in args.config_files.split()))
     command += [f"--{key}={value}" for key, value in overrides.items()]
     print(" ".join(command), flush=True)
     log = scratch / "output.txt"
     with open(log, "w") as output:
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-        code = subprocess.run(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, env=env).returncode
+        code = subprocess.run(command, cwd=scratch, stdout=output, stderr=subprocess.STDOUT,
+                              env=cell_env(args)).returncode
     best = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("best params:")]
     if code != 0 or not best:
         print(f"tuning failed ({code}); see {log}")
@@ -213,8 +222,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--max_evals", type=int, default=20)
     args = parser.parse_args(argv)
     args.dataset = args.dataset or ("tiktok" if args.profile == "full" else "ml-100k-mm")
-    args.scratch = args.scratch or str(REPO / "benchmarks" / "out" / args.profile)
-    args.results = args.results or str(Path(args.scratch) / "results.jsonl")
+    args.scratch = os.path.abspath(args.scratch or str(REPO / "benchmarks" / "out" / args.profile))
+    args.results = os.path.abspath(args.results or str(Path(args.scratch) / "results.jsonl"))
     return args
 
 
