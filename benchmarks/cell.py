@@ -56,6 +56,7 @@ def run_cell(spec: Dict[str, Any]) -> Dict[str, Any]:
     inter_file = os.path.join(config["data_path"], f"{config['dataset']}.inter")
     n_train = training_interactions(config.get("split_export_file"), inter_file)
     per_epoch = result["train_seconds_per_epoch"]
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "test_result": result["test_result"],
         "best_valid_result": result["best_valid_result"],
@@ -69,7 +70,11 @@ def run_cell(spec: Dict[str, Any]) -> Dict[str, Any]:
         "interactions_per_second": n_train / per_epoch if n_train and per_epoch else None,
         "wall_seconds": wall,
         # ru_maxrss is in KiB on Linux: the peak resident set of this process, i.e. of this run alone.
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        # CPU seconds of the whole run (loading, training, evaluation): less sensitive than wall time to other
+        # jobs on a shared machine, whose load is recorded beside it.
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "load_average_1m": os.getloadavg()[0],
     }
 
 

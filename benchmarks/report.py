@@ -174,9 +174,10 @@ def cost_table(acc: Dict) -> List[str]:
         for seed, r in sorted(runs.items()):
             rows.append([variant, setting, f"{r['train_seconds_per_epoch']:.2f}", _num(r.get("eval_seconds_mean"), 2),
                          f"{r['peak_rss_mb']:.0f}", _num(r.get("interactions_per_second"), 0),
-                         str(r["epochs_trained"]), f"{r['wall_seconds']:.0f}"])
+                         str(r["epochs_trained"]), f"{r['wall_seconds']:.0f}", _num(r.get("cpu_seconds"), 0),
+                         _num(r.get("load_average_1m"), 1)])
     header = ["variant", "setting", "s / epoch", "s / evaluation", "peak RSS (MB)", "train interactions / s",
-              "epochs", "wall s"]
+              "epochs", "wall s", "CPU s", "load (1 min)"]
     return _table(header, rows) if rows else []
 
 

@@ -133,7 +133,8 @@ def command_run(args: argparse.Namespace) -> int:
     todo = [cell for cell in cells if cell.key not in done]
     print(f"{args.profile} profile on {args.dataset}: {len(cells)} cells, {len(cells) - len(todo)} already in "
           f"{args.results}, {len(todo)} to run", flush=True)
-    if any(b.variants == [grid.TUNED_VARIANT] for b in profile.blocks) and read_tuned(args.results) is None:
+    if any(b.variants == [grid.TUNED_VARIANT] and (blocks is None or b.name in blocks) for b in profile.blocks) \
+            and read_tuned(args.results) is None:
         print(f"  (the '{grid.TUNED_VARIANT}' cells wait for `python -m benchmarks.run tune`)", flush=True)
     failures = 0
     for index, cell in enumerate(todo, 1):
