@@ -1,0 +1,134 @@
+"""CCFCRec: content CF and co-occurrence CF modules tied by contrastive learning (Zhou et al. 2023)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from baseline_helpers import (
+    DIMS,
+    NEW,
+    TRAIN_BATCH,
+    WARM,
+    batch,
+    check_buffers_stay_out_of_checkpoints,
+    check_full_sort_predict_equals_predict,
+    check_loss_is_finite_and_training_lowers_it,
+    check_new_items_are_scored_from_content_only,
+    check_no_new_item_leakage,
+    check_yaml_defaults_pass_the_option_checks,
+    make_model,
+    run_end_to_end,
+)
+from recbole_milk.model.ccfcrec import CCFCRec, info_nce
+from recbole_milk.options import ConfigError
+
+
+
+def small_model(**overrides):
+    # Small networks keep the module fast; the checks do not depend on the layer sizes.
+    return make_model(CCFCRec, **{"embedding_size": 16, "content_hidden_sizes": [16], **overrides})
+
+def test_forward_and_loss_on_a_toy_batch():
+    check_loss_is_finite_and_training_lowers_it(small_model())
+
+
+def test_new_items_are_scored_from_content_only():
+    check_new_items_are_scored_from_content_only(small_model())
+
+
+def test_no_new_item_leakage():
+    check_no_new_item_leakage(small_model())
+
+
+def test_full_sort_predict_equals_predict():
+    check_full_sort_predict_equals_predict(small_model())
+
+
+def test_feature_buffers_stay_out_of_checkpoints():
+    check_buffers_stay_out_of_checkpoints(small_model())
+
+
+def test_yaml_defaults_pass_the_option_checks():
+    check_yaml_defaults_pass_the_option_checks(CCFCRec)
+
+
+def test_warm_items_use_their_cooccurrence_embedding_and_new_items_the_content_module():
+    model = small_model()
+    model.eval()
+    with torch.no_grad():
+        items = model.item_representations()
+        encoded = model.content_encoder(model.item_content)
+    assert torch.allclose(items[WARM], model.item_embedding.weight[WARM])
+    assert torch.allclose(items[NEW], encoded[NEW])
+
+
+def test_content_module_pools_one_embedding_per_modality_with_attention():
+    model = small_model()
+    encoder = model.content_encoder
+    content = model.item_content[1:5]
+    with torch.no_grad():
+        parts = torch.split(content, list(DIMS), dim=1)
+        embedded = torch.stack([encoder.projections[m](parts[m]) for m in range(len(DIMS))], dim=1)
+        weights = encoder.attention_weights(embedded)
+        expected = encoder.output((weights.unsqueeze(2) * embedded).sum(dim=1))
+        assert torch.allclose(weights.sum(dim=1), torch.ones(4))
+        assert torch.allclose(encoder(content), expected, atol=1e-6)
+        # Changing one modality's rows moves the representation (both modalities are used).
+        for m, start in ((0, 0), (1, DIMS[0])):
+            moved = content.clone()
+            moved[:, start] += 1.0
+            assert not torch.allclose(encoder(moved), encoder(content))
+
+
+def test_info_nce_picks_each_anchors_own_target():
+    torch.manual_seed(0)
+    anchors, targets = torch.randn(5, 4), torch.randn(5, 4)
+    loss = info_nce(anchors, targets, temperature=0.5)
+    similarity = F.normalize(anchors, dim=1) @ F.normalize(targets, dim=1).t() / 0.5
+    expected = torch.stack([-torch.log_softmax(similarity[r], dim=0)[r] for r in range(5)]).mean()
+    assert torch.allclose(loss, expected)
+    assert info_nce(targets, targets, 0.05) < info_nce(anchors, targets, 0.05)
+
+
+def test_loss_is_two_bpr_losses_plus_weighted_contrast_plus_regulariser():
+    model = small_model(contrast_weight=0.7, reg_weight=0.3, temperature=0.2)
+    users, pos, neg = (torch.tensor(x) for x in TRAIN_BATCH)
+    u = model.user_embedding(users)
+    q = lambda items: model.content_encoder(model.item_content[items])  # noqa: E731
+    v = model.item_embedding
+
+    def bpr(represent):
+        return F.softplus((u * represent(neg)).sum(1) - (u * represent(pos)).sum(1)).mean()
+
+    distinct = torch.unique(torch.cat([pos, neg]))
+    contrast = info_nce(q(distinct), v(distinct), 0.2)
+    reg = (u.pow(2).sum(1) + v(pos).pow(2).sum(1) + v(neg).pow(2).sum(1)).mean()
+    expected = bpr(q) + bpr(v) + 0.7 * contrast + 0.3 * reg
+    assert torch.allclose(model.calculate_loss(batch(*TRAIN_BATCH)), expected, atol=1e-5)
+
+
+def test_contrast_trains_the_content_module_towards_the_cooccurrence_embeddings():
+    model = small_model(contrast_weight=1.0)
+    distinct = torch.tensor(WARM)
+
+    def contrast():
+        return info_nce(model.content_encoder(model.item_content[distinct]), model.item_embedding(distinct), 0.1)
+
+    before = contrast().item()
+    optimizer = torch.optim.Adam(model.content_encoder.parameters(), lr=1e-2)
+    for _ in range(30):
+        optimizer.zero_grad()
+        model.calculate_loss(batch(*TRAIN_BATCH)).backward()
+        optimizer.step()
+    assert contrast().item() < before
+
+
+@pytest.mark.parametrize("key, value", [("temperature", 0.0), ("contrast_weight", -1.0), ("embedding_size", 0)])
+def test_invalid_options_are_rejected_with_the_key_named(key, value):
+    with pytest.raises(ConfigError, match=key):
+        small_model(**{key: value})
+
+
+def test_runs_end_to_end_through_quick_start(tmp_path):
+    result = run_end_to_end("CCFCRec", tmp_path)
+    assert result["model"] == "CCFCRec" and result["epochs_trained"] == 2
+    assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0

@@ -1,0 +1,182 @@
+"""GoRec: a content-conditioned CVAE over frozen pre-trained CF embeddings (Bai et al. 2023)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from baseline_helpers import (
+    NEW,
+    TRAIN_BATCH,
+    WARM,
+    all_scores,
+    batch,
+    check_buffers_stay_out_of_checkpoints,
+    check_full_sort_predict_equals_predict,
+    check_loss_is_finite_and_training_lowers_it,
+    check_new_items_are_scored_from_content_only,
+    check_no_new_item_leakage,
+    check_yaml_defaults_pass_the_option_checks,
+    make_dataset,
+    make_model,
+    run_end_to_end,
+    toy_cf_folder,  # noqa: F401 (module fixture)
+    write_pretrained,
+)
+from recbole_milk.model.gorec import GoRec, gaussian_kl, kmeans, nearest, uniformity
+from recbole_milk.options import ConfigError, validate_options
+
+
+@pytest.fixture
+def cf_folder(tmp_path):
+    return str(write_pretrained(tmp_path / "cf", make_dataset()))
+
+
+def model_with(cf_folder, **overrides):
+    # Small networks keep the module fast; the checks do not depend on the layer sizes.
+    small = {"num_clusters": 3, "latent_size": 8, "hidden_size": 16}
+    return make_model(GoRec, pretrained_cf_dir=cf_folder, **{**small, **overrides})
+
+
+def test_forward_and_loss_on_a_toy_batch(cf_folder):
+    check_loss_is_finite_and_training_lowers_it(model_with(cf_folder))
+
+
+def test_new_items_are_scored_from_content_only(cf_folder):
+    check_new_items_are_scored_from_content_only(model_with(cf_folder))
+
+
+def test_no_new_item_leakage(cf_folder):
+    check_no_new_item_leakage(model_with(cf_folder))
+
+
+def test_full_sort_predict_equals_predict(cf_folder):
+    check_full_sort_predict_equals_predict(model_with(cf_folder))
+
+
+def test_feature_and_cf_buffers_stay_out_of_checkpoints(cf_folder):
+    check_buffers_stay_out_of_checkpoints(model_with(cf_folder))
+
+
+def test_yaml_defaults_pass_the_option_checks(cf_folder):
+    check_yaml_defaults_pass_the_option_checks(GoRec, pretrained_cf_dir=cf_folder)
+
+
+def test_kmeans_recovers_separated_clusters_and_is_seeded():
+    torch.manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    points = torch.cat([c + 0.1 * torch.randn(20, 2) for c in centres])
+    found = kmeans(points, 3, torch.Generator().manual_seed(1))
+    assert torch.allclose(found[nearest(centres, found)], centres, atol=0.1)
+    assert torch.equal(found, kmeans(points, 3, torch.Generator().manual_seed(1)))
+    assert kmeans(points[:2], 5, torch.Generator().manual_seed(1)).shape == (2, 2)  # at most one cluster per point
+
+
+def test_new_items_are_generated_from_their_content_clusters_mean_cf_embedding(cf_folder):
+    model = model_with(cf_folder)
+    model.eval()
+    warm = torch.tensor(WARM)
+    assignment = nearest(model.item_content[warm], model.cluster_centroids)
+    for cluster in assignment.unique():
+        members = warm[assignment == cluster]
+        assert torch.allclose(model.cluster_cf_mean[cluster], model.item_cf[members].mean(0), atol=1e-6)
+    with torch.no_grad():
+        content = model.item_content[NEW]
+        preference = model.cluster_cf_mean[nearest(content, model.cluster_centroids)]
+        mu, _ = model.posterior(content, preference)
+        expected = model.decoder(torch.cat([content, mu], dim=1))
+        items = model.item_representations()
+    assert torch.allclose(items[NEW], expected, atol=1e-6)
+    assert torch.allclose(items[WARM], model.item_cf[WARM])
+    assert torch.allclose(all_scores(model)[:, NEW], model.user_cf[1:7] @ expected.t(), atol=1e-5)
+
+
+def test_content_is_normalised_identically_in_training_and_serving(cf_folder):
+    model = model_with(cf_folder)
+    dataset = make_dataset()
+    raw = [f[NEW] * 40.0 for f in dataset.item_features]  # a different scale: normalisation must remove it
+    with torch.no_grad():
+        served = model.encode_items(raw, dataset.item_availability[NEW])
+        model.eval()
+        evaluated = model.item_representations()[NEW]
+    assert torch.allclose(served, evaluated, atol=1e-5)
+    assert torch.allclose(model.item_content.norm(dim=1)[1:], torch.full((12,), 2.0 ** 0.5), atol=1e-5)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    torch.manual_seed(0)
+    mu_q, logvar_q, mu_p, logvar_p = torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3)
+    q = torch.distributions.Normal(mu_q, torch.exp(0.5 * logvar_q))
+    p = torch.distributions.Normal(mu_p, torch.exp(0.5 * logvar_p))
+    expected = torch.distributions.kl_divergence(q, p)
+    assert torch.allclose(gaussian_kl(mu_q, logvar_q, mu_p, logvar_p), expected, atol=1e-5)
+    assert torch.allclose(gaussian_kl(mu_q, logvar_q, mu_q, logvar_q), torch.zeros(4, 3), atol=1e-6)
+
+
+def test_uniformity_is_the_log_mean_gaussian_potential_over_pairs():
+    torch.manual_seed(0)
+    x = torch.randn(6, 4)
+    expected = torch.pdist(F.normalize(x, dim=1)).pow(2).mul(-2).exp().mean().log()
+    assert torch.allclose(uniformity(x), expected, atol=1e-5)
+    spread = torch.eye(4)
+    assert uniformity(spread) < uniformity(spread + 0.5)  # spread-out rows are more uniform (lower)
+    assert uniformity(x[:1]).item() == 0.0
+
+
+def test_loss_is_reconstruction_plus_weighted_kl_and_uniformity(cf_folder):
+    model = model_with(cf_folder, content_dropout=0.0, kl_weight=0.7, uniformity_weight=0.2)
+    _, pos, neg = TRAIN_BATCH
+    items = torch.unique(torch.tensor(pos + neg))
+    content, target = model.item_content[items], model.item_cf[items]
+    mu, logvar = model.posterior(content, target)
+    torch.manual_seed(5)
+    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+    expected = (F.mse_loss(model.decoder(torch.cat([content, z], 1)), target)
+                + 0.7 * gaussian_kl(mu, logvar, model.prior_mu(content), model.prior_logvar(content)).mean()
+                + 0.2 * uniformity(mu))
+    torch.manual_seed(5)
+    assert torch.allclose(model.calculate_loss(batch(*TRAIN_BATCH)), expected, atol=1e-5)
+
+
+def test_training_moves_generated_warm_items_towards_their_cf_embeddings(cf_folder):
+    model = model_with(cf_folder, kl_weight=0.0, uniformity_weight=0.0, content_dropout=0.0)
+    warm = torch.tensor(WARM)
+
+    def error():
+        with torch.no_grad():
+            mu, _ = model.posterior(model.item_content[warm], model.item_cf[warm])
+            return F.mse_loss(model.decoder(torch.cat([model.item_content[warm], mu], 1)), model.item_cf[warm]).item()
+
+    before = error()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        optimizer.zero_grad()
+        model.calculate_loss(batch(*TRAIN_BATCH)).backward()
+        optimizer.step()
+    assert error() < 0.5 * before
+
+
+def test_pretrained_embeddings_are_frozen_by_training(cf_folder):
+    model = model_with(cf_folder)
+    user_cf, item_cf = model.user_cf.clone(), model.item_cf.clone()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model.calculate_loss(batch(*TRAIN_BATCH)).backward()
+        optimizer.step()
+    assert torch.equal(model.user_cf, user_cf) and torch.equal(model.item_cf, item_cf)
+
+
+@pytest.mark.parametrize("key, value", [("num_clusters", 0), ("content_dropout", 1.0), ("kl_weight", -1.0)])
+def test_invalid_options_are_rejected_with_the_key_named(cf_folder, key, value):
+    with pytest.raises(ConfigError, match=key):
+        model_with(cf_folder, **{key: value})
+
+
+def test_missing_pretrained_folder_is_rejected_with_the_export_command():
+    with pytest.raises(ConfigError, match="pretrained_cf_dir.*export_cf_embeddings.py"):
+        validate_options({"pretrained_cf_dir": None}, GoRec)
+
+
+def test_runs_end_to_end_on_exported_embeddings(tmp_path, toy_cf_folder):  # noqa: F811
+    result = run_end_to_end("GoRec", tmp_path, pretrained_cf_dir=str(toy_cf_folder))
+    assert result["model"] == "GoRec" and result["epochs_trained"] == 2
+    assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
