@@ -141,6 +141,9 @@ def command_run(args: argparse.Namespace) -> int:
         if args.dry_run:
             print(f"  would run {cell.key}")
             continue
+        if cell.key in done_keys(args.results):
+            print(f"[{index}/{len(todo)}] {cell.key}: recorded meanwhile by another runner, skipped", flush=True)
+            continue
         print(f"[{index}/{len(todo)}] {cell.experiment} | {cell.variant} | {cell.setting} | seed {cell.seed}",
               flush=True)
         record = run_one(cell, args)

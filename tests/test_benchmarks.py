@@ -110,6 +110,24 @@ def test_killed_grid_resumes_without_losing_or_repeating_runs(tmp_path, monkeypa
     assert len(calls) == len(expected)
 
 
+def test_a_cell_recorded_meanwhile_by_another_runner_is_skipped(tmp_path, monkeypatch):
+    results = str(tmp_path / "results.jsonl")
+    cells = grid.expand(grid.QUICK)
+    ran = []
+
+    def fake_run_one(cell, args):
+        ran.append(cell.key)
+        if len(ran) == 1:  # a second runner finishes the next cell while this one runs the first
+            other = cells[1]
+            append_result(results, _record(other.variant, other.setting, other.seed, experiment=other.experiment))
+        return _record(cell.variant, cell.setting, cell.seed, experiment=cell.experiment)
+
+    monkeypatch.setattr(run, "run_one", fake_run_one)
+    run.command_run(run.parse_args(["run", f"--results={results}", f"--scratch={tmp_path}", "--no_report"]))
+    assert cells[1].key not in ran and len(ran) == len(cells) - 1
+    assert len(read_results(results)) == len(cells)
+
+
 def test_a_failed_cell_is_not_recorded_and_is_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(run, "run_one", lambda cell, args: None)
     results = str(tmp_path / "results.jsonl")
