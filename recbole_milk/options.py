@@ -54,6 +54,18 @@ COMMON_RULES: Dict[str, Tuple[Callable, str]] = {
     "imputation": one_of("mean", "zero"),
 }
 
+
+def _check_modality_count(config: Dict[str, Any], model_class: Any) -> None:
+    # A model that fuses modalities declares how many it needs as the class attribute `min_modalities`.
+    needed = getattr(model_class, "min_modalities", 0)
+    modalities = config.get("modalities") or {}
+    if needed and "modalities" in config and len(modalities) < needed:
+        raise ConfigError(
+            f"Option 'modalities' = {config.get('modalities')!r} is invalid for model {model_class.__name__}: it must "
+            f"map at least {needed} modality names to feature files (it has {len(modalities)}); add feature files, "
+            "or use a single-modality content model.")
+
+
 def _check(config: Dict[str, Any], rules: Dict[str, Tuple[Callable, str]], owner: str) -> None:
     for key, (check, allowed) in rules.items():
         if key in config and not check(config[key]):
@@ -94,6 +106,7 @@ def validate_options(config: Dict[str, Any], model_class: Any = None) -> None:
     _check(config, COMMON_RULES, "")
     _check_probabilities(config)
     _check_modalities(config)
+    _check_modality_count(config, model_class)
     # A model declares the rules of its own options as the class attribute `option_rules`.
     model_rules = getattr(model_class, "option_rules", None)
     if model_rules:

@@ -551,7 +551,8 @@ def test_feature_rows_must_match_the_item_count():
 def test_plugin_config_loads_milk_defaults(tmp_path):
     from recbole_milk.config import Config
 
-    config = Config(model="MILK", dataset="tiny", config_dict={"data_path": str(tmp_path), "invariance_weight": 7.0})
+    config = Config(model="MILK", dataset="tiny", config_dict={"data_path": str(tmp_path), "invariance_weight": 7.0,
+                                                               "modalities": {"a": "a.npy", "b": "b.npy"}})
     assert config["model"] == "MILK"
     assert config["embedding_size"] == 64 and config["env_loss_reduction"] == "mean"
     assert config["invariance_weight"] == 7.0

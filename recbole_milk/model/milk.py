@@ -135,6 +135,7 @@ class MILK(GeneralRecommender):
     """
 
     input_type = InputType.PAIRWISE
+    min_modalities = 2
 
     option_rules: Dict[str, Tuple[Callable, str]] = {
         "embedding_size": positive_int(),
