@@ -127,6 +127,7 @@ class NewItemDataset(Dataset):
             "cold_item_file": "fix 'cold_item_file', or remove it to draw the split from cold_item_ratio",
             "missing_file": "fix 'missing_file', or remove it to simulate missingness from missing_setting",
         }
+        self._check_inter_header(config)
         for label, path in _plugin_files(config).items():
             if not os.path.isfile(path):
                 raise DataError(f"File not found: {path} (option {label}); {fixes[label.split('.')[0]]}.")
@@ -143,6 +144,19 @@ class NewItemDataset(Dataset):
         if probs is not None and n_modalities and len(probs) > n_modalities:
             raise DataError(f"Option 'missing_count_probs' = {probs} gives probabilities for up to {len(probs)} missing "
                             f"modalities, but 'modalities' has {n_modalities}; give at most {n_modalities} entries.")
+
+    @staticmethod
+    def _check_inter_header(config: Any) -> None:
+        # RecBole reads the header as name:type pairs and fails with a bare unpacking error when it is not one.
+        path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
+        if not os.path.isfile(path):
+            return  # RecBole names the missing file itself
+        with open(path, encoding=config["encoding"] or "utf-8") as handle:
+            header = handle.readline().rstrip("\r\n")
+        columns = header.split(config["field_separator"] or "\t")
+        if not header or not all(column.count(":") == 1 and all(column.split(":")) for column in columns):
+            raise DataError(f"{path} must start with a RecBole header of name:type columns, such as "
+                            f"user_id:token<TAB>item_id:token<TAB>timestamp:float; its first line is {header!r}.")
 
     # ----- item content -----
 
@@ -237,14 +251,20 @@ class NewItemDataset(Dataset):
 
     def _check_split(self, role: torch.Tensor, interacted: np.ndarray) -> None:
         counts = {name: int(((role == r) & torch.from_numpy(interacted)).sum()) for r, name in ROLE_NAMES.items()}
+        if self.config["cold_item_file"] is not None:
+            source = f"cold_item_file '{dataset_file(self.config, self.config['cold_item_file'])}'"
+        else:
+            source = (f"cold_item_ratio = {self.config['cold_item_ratio']} with cold_valid_share = "
+                      f"{self.config['cold_valid_share']}")
+        tally = (f"(of the {int(interacted.sum())} items with interactions: {counts['warm']} warm, {counts['valid']} "
+                 f"valid, {counts['test']} test)")
         if counts["warm"] < 2:
-            raise DataError(f"The new-item split leaves {counts['warm']} warm item(s) with interactions; training needs "
-                            "at least 2. Lower cold_item_ratio, or list fewer items in cold_item_file.")
+            raise DataError(f"The new-item split ({source}) leaves {counts['warm']} warm item(s) {tally}; training "
+                            "needs at least 2. Lower cold_item_ratio, or list fewer items in cold_item_file.")
         for name in ("valid", "test"):
             if counts[name] == 0:
-                raise DataError(f"The new-item split has no {name} items with interactions ({counts['warm']} warm, "
-                                f"{counts['valid']} valid, {counts['test']} test): raise cold_item_ratio (and keep "
-                                "cold_valid_share away from 0 and 1), or list them in cold_item_file.")
+                raise DataError(f"The new-item split ({source}) has no {name} items {tally}: raise cold_item_ratio "
+                                "(and keep cold_valid_share away from 0 and 1), or list them in cold_item_file.")
 
     def export_split(self, path: str) -> None:
         """Write the split in use as {"warm": [tokens], "valid": [...], "test": [...]} (cold_item_file format)."""
@@ -406,6 +426,24 @@ class NewItemDataset(Dataset):
                          + str(dict(zip(self.item_group_names, groups))))
 
     # ----- RecBole hooks -----
+
+    def _load_data(self, token: str, dataset_path: str) -> None:
+        super()._load_data(token, dataset_path)
+        self._loaded_inter_count = 0 if self.inter_feat is None else len(self.inter_feat)
+
+    def _reset_index(self) -> None:
+        # RecBole only says "Some feat is empty"; say which file and why, before any feature is read.
+        if self.inter_feat is not None and self.inter_feat.empty:
+            path = os.path.join(self.dataset_path, f"{self.dataset_name}.inter")
+            if not self._loaded_inter_count:
+                raise DataError(f"{path} holds no interactions: add one line per interaction (user<TAB>item...) "
+                                "below its header.")
+            raise DataError(
+                f"RecBole's filters removed all {self._loaded_inter_count} interactions of {path} (val_interval = "
+                f"{self.config['val_interval']}, user_inter_num_interval = {self.config['user_inter_num_interval']}, "
+                f"item_inter_num_interval = {self.config['item_inter_num_interval']}, filter_inter_by_user_or_item = "
+                f"{self.config['filter_inter_by_user_or_item']}); relax them.")
+        super()._reset_index()
 
     def build(self) -> List[Dataset]:
         """COLD: train/valid/test hold the interactions of warm/valid/test items. Other splits: RecBole's."""
