@@ -11,7 +11,7 @@ from recbole.data.utils import get_dataloader
 from recbole.utils import ModelType, set_color
 
 from recbole_milk.data.dataloader import NewItemFullSortEvalDataLoader
-from recbole_milk.data.dataset import NewItemDataset, cache_key, default_cache_path
+from recbole_milk.data.dataset import DataError, NewItemDataset, cache_key, default_cache_path
 from recbole_milk.data.sampler import WarmItemSampler
 
 PHASES = ("train", "valid", "test")
@@ -73,6 +73,11 @@ def data_preparation(config: Any, dataset: Any) -> Tuple[Any, Any, Any]:
     if config["save_dataloaders"]:
         logger.warning("save_dataloaders is ignored for new-item datasets: the loaders are rebuilt from the (cached) "
                        "dataset, which is fast and cannot go stale.")
+    largest_k = max(config["topk"]) if config["topk"] else 0
+    if largest_k > dataset.item_num - 1:
+        # RecBole's collector takes the top max(topk) of all items and would fail with "index k out of range".
+        raise DataError(f"Option 'topk' = {config['topk']} asks for top-{largest_k} lists, but {dataset.dataset_name} "
+                        f"has only {dataset.item_num - 1} items; use topk values of at most {dataset.item_num - 1}.")
     built = dataset.build()
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
     train_data = get_dataloader(config, "train")(config, built[0], train_sampler, shuffle=config["shuffle"])
