@@ -14,6 +14,7 @@ from recbole.utils import get_local_time
 from recbole.utils import get_trainer as recbole_get_trainer
 from torch.utils.tensorboard import SummaryWriter
 
+from recbole_milk.atomic import atomic_write, remove_stale_temporaries
 from recbole_milk.evaluation import GroupMetricAccumulator, break_ties_at_random, restrict_to_candidates
 
 RECBOLE_TENSORBOARD_DIR = "log_tensorboard"
@@ -27,15 +28,8 @@ def load_checkpoint(path: str, device: Any = "cpu") -> dict:
 
 def atomic_torch_save(state: dict, path: str) -> None:
     """Write to a temporary file beside `path`, then rename, so a killed run never leaves a torn checkpoint."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        torch.save(state, temporary, pickle_protocol=4)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    with atomic_write(path) as handle:
+        torch.save(state, handle, pickle_protocol=4)
 
 
 class NewItemTrainerMixin:
@@ -49,6 +43,8 @@ class NewItemTrainerMixin:
         self.eval_step = min(self.eval_step, self.epochs)
         name = f"{config['model']}-{config['dataset']}-{get_local_time()}-{uuid.uuid4().hex[:8]}"
         self.saved_model_file = os.path.join(self.checkpoint_dir, f"{name}.pth")
+        for path in remove_stale_temporaries(self.checkpoint_dir):
+            self.logger.info(f"Removed {path}, a temporary file left by a killed run")
         self._redirect_tensorboard(config, name)
         self.epoch_seconds = []
         self.last_group_result = {}

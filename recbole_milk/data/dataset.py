@@ -18,6 +18,7 @@ from recbole.data.dataset import Dataset
 from recbole.utils import set_color
 from recbole.utils.argument_list import dataset_arguments
 
+from recbole_milk.atomic import atomic_write
 from recbole_milk.data.missing import (
     derived_rng,
     impute,
@@ -457,16 +458,9 @@ class NewItemDataset(Dataset):
     def save(self, path: Optional[str] = None) -> None:
         """Pickle this dataset to `path` (default: the cache path) via a temporary file and a rename."""
         target = Path(path or default_cache_path(self.config))
-        target.parent.mkdir(parents=True, exist_ok=True)
         self.logger.info(set_color("Saving filtered dataset into ", "pink") + f"[{target}]")
-        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            with open(temporary, "wb") as handle:
-                pickle.dump(self, handle)
-            os.replace(temporary, target)
-        finally:
-            if temporary.exists():
-                temporary.unlink()
+        with atomic_write(target) as handle:
+            pickle.dump(self, handle)
 
     def __str__(self) -> str:
         roles = {name: int((self.item_role == r).sum()) for r, name in ROLE_NAMES.items()}

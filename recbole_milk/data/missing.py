@@ -7,11 +7,12 @@ available rows of warm items only, so new items never leak into training statist
 import json
 import math
 import zlib
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from recbole_milk.atomic import atomic_write
 
 # (test_missing_ratio, train_missing_ratio) per setting, paper section 5.1: FT/MT = full/missing train/test.
 SETTING_RATIOS: Dict[str, Tuple[float, float]] = {
@@ -108,12 +109,8 @@ def write_missing_file(path: str, modality_names: Sequence[str], parts: Dict[str
 
 def write_json_atomic(path: str, content: object) -> None:
     """Write JSON to a temporary sibling, then rename, so readers never see a half-written file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
+    with atomic_write(path, "w", encoding="utf-8") as handle:
         json.dump(content, handle)
-    temporary.replace(target)
 
 
 def imputation_value(features: torch.Tensor, available: torch.Tensor, warm: torch.Tensor, method: str,

@@ -10,6 +10,7 @@ from recbole.data import data_preparation as recbole_data_preparation
 from recbole.data.utils import get_dataloader
 from recbole.utils import ModelType, set_color
 
+from recbole_milk.atomic import remove_stale_temporaries
 from recbole_milk.data.dataloader import NewItemFullSortEvalDataLoader
 from recbole_milk.data.dataset import DataError, NewItemDataset, cache_key, default_cache_path
 from recbole_milk.data.sampler import WarmItemSampler
@@ -27,6 +28,7 @@ def create_dataset(config: Any) -> Any:
         ensure_embedded_dataset(config)
     logger = getLogger()
     path = default_cache_path(config)
+    remove_stale_temporaries(os.path.dirname(os.path.abspath(path)))
     if os.path.exists(path):
         with open(path, "rb") as handle:
             dataset = pickle.load(handle)
