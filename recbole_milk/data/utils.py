@@ -30,8 +30,12 @@ def create_dataset(config: Any) -> Any:
     path = default_cache_path(config)
     remove_stale_temporaries(os.path.dirname(os.path.abspath(path)))
     if os.path.exists(path):
-        with open(path, "rb") as handle:
-            dataset = pickle.load(handle)
+        try:
+            with open(path, "rb") as handle:
+                dataset = pickle.load(handle)
+        except Exception as error:  # any unpickling failure means the cache is unusable, never that the data is
+            logger.warning(f"Dataset cache {path} cannot be read ({type(error).__name__}: {error}); rebuilding it.")
+            dataset = None
         if isinstance(dataset, NewItemDataset) and getattr(dataset, "cache_key", None) == cache_key(config):
             logger.info(set_color("Load filtered dataset from", "pink") + f": [{path}]")
             # Options outside the key (e.g. candidate_pool, split_export_file) must come from this run.
