@@ -1,5 +1,6 @@
 """Checks of the plugin's options, run when the Config is built, before any data is read."""
 import math
+import os
 from typing import Any, Callable, Dict, Optional, Tuple
 
 
@@ -55,6 +56,16 @@ COMMON_RULES: Dict[str, Tuple[Callable, str]] = {
 }
 
 
+def _check_resume(config: Dict[str, Any]) -> None:
+    value = config.get("resume_from")
+    if value is None or value == "latest":
+        return
+    if not isinstance(value, str) or not os.path.isfile(value):
+        raise ConfigError(
+            f"Option 'resume_from' = {value!r} is invalid: it must be ~ (start clean), latest (the newest unfinished "
+            "run with the same options in checkpoint_dir) or the path of an existing checkpoint file.")
+
+
 def _check_modality_count(config: Dict[str, Any], model_class: Any) -> None:
     # A model that fuses modalities declares how many it needs as the class attribute `min_modalities`.
     needed = getattr(model_class, "min_modalities", 0)
@@ -106,6 +117,7 @@ def validate_options(config: Dict[str, Any], model_class: Any = None) -> None:
     _check(config, COMMON_RULES, "")
     _check_probabilities(config)
     _check_modalities(config)
+    _check_resume(config)
     _check_modality_count(config, model_class)
     # A model declares the rules of its own options as the class attribute `option_rules`.
     model_rules = getattr(model_class, "option_rules", None)

@@ -1,12 +1,18 @@
-"""Trainer for every model the plugin runs: checkpoints that load on current torch, new-item ranking, groups."""
+"""Trainer for every model the plugin runs: checkpoints that load on current torch, resumable runs, new-item
+ranking, groups."""
+import glob
+import hashlib
 import importlib
+import json
 import os
+import random
 import shutil
 import time
 import uuid
 from functools import lru_cache
-from typing import Any, Optional, Type
+from typing import Any, Dict, Optional, Type
 
+import numpy as np
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.trainer import Trainer
@@ -16,8 +22,16 @@ from torch.utils.tensorboard import SummaryWriter
 
 from recbole_milk.atomic import atomic_write, remove_stale_temporaries
 from recbole_milk.evaluation import GroupMetricAccumulator, break_ties_at_random, restrict_to_candidates
+from recbole_milk.options import ConfigError
 
 RECBOLE_TENSORBOARD_DIR = "log_tensorboard"
+RESUME_LATEST = "latest"
+# Options that say where a run writes or how it talks, not what it computes: a run may resume under other values.
+RUN_LOCAL_OPTIONS = frozenset({
+    "resume_from", "checkpoint_dir", "log_dir", "tensorboard_dir", "show_progress", "state", "save_dataset",
+    "dataset_save_path", "save_dataloaders", "dataloaders_save_path", "split_export_file", "log_wandb",
+    "wandb_project", "gpu_id", "use_gpu", "device",
+})
 
 
 def load_checkpoint(path: str, device: Any = "cpu") -> dict:
@@ -32,9 +46,70 @@ def atomic_torch_save(state: dict, path: str) -> None:
         torch.save(state, handle, pickle_protocol=4)
 
 
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return [[str(key), _canonical(value[key])] for key in sorted(value, key=str)]
+    if isinstance(value, (list, tuple)):
+        return [_canonical(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def run_fingerprint(config: Any) -> str:
+    """A short hash of every option that changes what a run computes (RUN_LOCAL_OPTIONS left out)."""
+    options = {key: value for key, value in config.final_config_dict.items() if key not in RUN_LOCAL_OPTIONS}
+    return hashlib.sha1(json.dumps(_canonical(options)).encode("utf-8")).hexdigest()[:12]
+
+
+def find_resume_point(checkpoint_dir: str, fingerprint: str) -> Optional[str]:
+    """The newest resume point in `checkpoint_dir` of an unfinished run with this fingerprint, or None."""
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(checkpoint_dir), f"*.resume-{fingerprint}.pth")):
+        try:
+            found.append((os.path.getmtime(path), path))
+        except FileNotFoundError:
+            pass  # its run finished meanwhile
+    return max(found)[1] if found else None
+
+
+def capture_random_state(model: Any, train_data: Any) -> Dict[str, Any]:
+    """Every random stream a training epoch draws from: the global ones, the train loader's shuffling generator
+    and the model's own (a model with private generators exposes them through random_state())."""
+    model_state = getattr(model, "random_state", None)
+    generator = getattr(train_data, "generator", None)
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "train_loader": generator.get_state() if isinstance(generator, torch.Generator) else None,
+        "model": model_state() if callable(model_state) else None,
+    }
+
+
+def restore_random_state(state: Dict[str, Any], model: Any) -> None:
+    """Restore what capture_random_state saved, except the train loader's generator, which fit() restores."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    # Checkpoints are loaded onto the training device; generator states must be CPU byte tensors.
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([rng.cpu() for rng in state["cuda"]])
+    if state.get("model") is not None:
+        model.load_random_state(state["model"])
+
+
 class NewItemTrainerMixin:
-    """Adds to any RecBole trainer: unique checkpoint names, loading on torch>=2.6, configurable tensorboard
-    folder, candidate-restricted full ranking with random tie-breaking, per-group metrics and epoch timing."""
+    """Adds to any RecBole trainer: unique checkpoint names, loading on torch>=2.6, resumable runs, configurable
+    tensorboard folder, candidate-restricted full ranking with random tie-breaking, per-group metrics and epoch
+    timing.
+
+    Besides the best-model checkpoint (`saved_model_file`, written on validation improvement as in RecBole), a run
+    keeps a resume point (`resume_file`) rewritten after every evaluation: the training state plus every random
+    stream, so that a run resumed from it (option resume_from) ends bit-identical to an uninterrupted one. It is
+    deleted when training finishes, so resume points mark unfinished runs.
+    """
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -43,6 +118,7 @@ class NewItemTrainerMixin:
         self.eval_step = min(self.eval_step, self.epochs)
         name = f"{config['model']}-{config['dataset']}-{get_local_time()}-{uuid.uuid4().hex[:8]}"
         self.saved_model_file = os.path.join(self.checkpoint_dir, f"{name}.pth")
+        self.resume_file = os.path.join(self.checkpoint_dir, f"{name}.resume-{run_fingerprint(config)}.pth")
         for path in remove_stale_temporaries(self.checkpoint_dir):
             self.logger.info(f"Removed {path}, a temporary file left by a killed run")
         self._redirect_tensorboard(config, name)
@@ -51,6 +127,9 @@ class NewItemTrainerMixin:
         self._group_metrics: Optional[GroupMetricAccumulator] = None
         self._candidate_items: Optional[torch.Tensor] = None
         self._tie_generator = torch.Generator()
+        self._resumed = False
+        self._pending_loader_state: Optional[torch.Tensor] = None
+        self._resume_every_save: Any = None
 
     def _redirect_tensorboard(self, config, name: str) -> None:
         # RecBole's Trainer always opens ./log_tensorboard/<run>; move it to the configured folder.
@@ -70,11 +149,10 @@ class NewItemTrainerMixin:
         self.epoch_seconds.append(time.perf_counter() - start)
         return loss
 
-    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
-            return
-        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = {
+    # ----- checkpoints and resuming -----
+
+    def _checkpoint_state(self, epoch: int) -> Dict[str, Any]:
+        return {
             "config": self.config,
             "epoch": epoch,
             "cur_step": self.cur_step,
@@ -83,20 +161,133 @@ class NewItemTrainerMixin:
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
         }
-        atomic_torch_save(state, saved_model_file)
+
+    def _is_writer(self) -> bool:
+        return self.config["single_spec"] or self.config["local_rank"] == 0
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self._is_writer():
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        atomic_torch_save(self._checkpoint_state(epoch), saved_model_file)
         if verbose:
             self.logger.info(f"Saving current: {saved_model_file}")
+        # Without validation RecBole saves after every epoch and never calls back: keep the resume point in step.
+        if self._resume_every_save is not None and epoch >= 0:
+            self._save_resume_point(epoch, self._resume_every_save)
+
+    def _save_resume_point(self, epoch: int, train_data: Any) -> None:
+        if not self._is_writer():
+            return
+        state = self._checkpoint_state(epoch)
+        state["best_valid_result"] = self.best_valid_result
+        state["resume"] = {
+            "fingerprint": run_fingerprint(self.config),
+            # By name: the best checkpoint sits beside the resume point, wherever the folder is moved.
+            "best_model_file": os.path.basename(self.saved_model_file),
+            "stopped": self.cur_step > self.stopping_step,
+            "epoch_seconds": list(self.epoch_seconds),
+            "random_state": capture_random_state(self.model, train_data),
+        }
+        atomic_torch_save(state, self.resume_file)
+
+    def _remove_resume_point(self) -> None:
+        if self._is_writer() and os.path.exists(self.resume_file):
+            os.remove(self.resume_file)
 
     def resume_checkpoint(self, resume_file):
-        checkpoint = load_checkpoint(str(resume_file), self.device)
-        self.saved_model_file = str(resume_file)
+        """Continue training from a resume point (bit-identical continuation) or, as RecBole does, from a
+        best-model checkpoint (new bests then overwrite it; the random streams start afresh)."""
+        resume_file = str(resume_file)
+        try:
+            checkpoint = load_checkpoint(resume_file, self.device)
+        except Exception as error:
+            raise ConfigError(f"Option 'resume_from': checkpoint '{resume_file}' cannot be read ({error}); delete "
+                              "it, or set resume_from: ~ to start clean.") from error
+        saved_config = checkpoint.get("config")
+        for key in ("model", "dataset"):
+            if saved_config is not None and saved_config[key] != self.config[key]:
+                raise ConfigError(f"Option 'resume_from': checkpoint '{resume_file}' is a {saved_config['model']} run "
+                                  f"on {saved_config['dataset']}, not {self.config['model']} on "
+                                  f"{self.config['dataset']}; pick a checkpoint of this model and dataset.")
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
+        self.best_valid_result = checkpoint.get("best_valid_result")
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+        resume = checkpoint.get("resume")
+        if resume is None:
+            self.saved_model_file = resume_file
+            self.logger.warning(f"{resume_file} is a best-model checkpoint, not a resume point: training continues "
+                                "from it, but its random streams start afresh, so the run will differ from an "
+                                "uninterrupted one.")
+        else:
+            self.resume_file = resume_file
+            self.saved_model_file = os.path.join(os.path.dirname(resume_file), resume["best_model_file"])
+            self.epoch_seconds = list(resume["epoch_seconds"])
+            if resume["stopped"]:
+                self.start_epoch = max(self.start_epoch, self.epochs)
+            restore_random_state(resume["random_state"], self.model)
+            self._pending_loader_state = resume["random_state"]["train_loader"]
+            if resume["fingerprint"] != run_fingerprint(self.config):
+                self.logger.warning(f"{resume_file} was written under other options; training continues with this "
+                                    "run's options.")
+        self._resumed = True
+        self.logger.info(f"Checkpoint {resume_file} loaded. Resume training from epoch {self.start_epoch}")
+
+    def _resume_from_option(self) -> None:
+        value = self.config["resume_from"]
+        if not value:
+            return
+        if not self._runs_recboles_loop():
+            raise ConfigError(f"Option 'resume_from' = {value!r} is not supported for model {self.config['model']}: "
+                              f"its trainer {type(self).__name__} has its own training loop; set resume_from: ~.")
+        if value == RESUME_LATEST:
+            path = find_resume_point(self.checkpoint_dir, run_fingerprint(self.config))
+            if path is None:
+                self.logger.info(f"resume_from: latest found no unfinished run with these options in "
+                                 f"{self.checkpoint_dir}; starting clean.")
+                return
+            value = path
+        self.resume_checkpoint(value)
+
+    def _runs_recboles_loop(self) -> bool:
+        """True when fit() is RecBole's Trainer.fit, whose callback and checkpoint hooks resuming relies on."""
+        mro = type(self).__mro__
+        for cls in mro[mro.index(NewItemTrainerMixin) + 1:]:
+            if "fit" in vars(cls):
+                return cls is Trainer
+        return False
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self._resume_from_option()
+        if self._pending_loader_state is not None and isinstance(getattr(train_data, "generator", None),
+                                                                 torch.Generator):
+            train_data.generator.set_state(self._pending_loader_state.cpu())
+        self._pending_loader_state = None
+        if not self._runs_recboles_loop():
+            extra = {"callback_fn": callback_fn} if callback_fn is not None else {}
+            return super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
+                               **extra)
+
+        def after_evaluation(epoch_idx, valid_score):
+            if saved:
+                self._save_resume_point(epoch_idx, train_data)
+            if callback_fn is not None:
+                callback_fn(epoch_idx, valid_score)
+
+        # A resumed run with nothing left to train must not overwrite the best checkpoint with its last state.
+        finished = self._resumed and self.start_epoch >= self.epochs
+        self._resume_every_save = train_data if saved and (self.eval_step <= 0 or not valid_data) else None
+        try:
+            result = super().fit(train_data, valid_data, verbose=verbose, saved=saved and not finished,
+                                 show_progress=show_progress, callback_fn=after_evaluation)
+        finally:
+            self._resume_every_save = None
+        self._remove_resume_point()
+        return result
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

@@ -305,6 +305,13 @@ class MILK(GeneralRecommender):
         """User embeddings: all of them (n_users, D), or the rows of `users`."""
         return self.user_embedding.weight if users is None else self.user_embedding(users)
 
+    def random_state(self) -> Dict[str, torch.Tensor]:
+        """State of the private environment generator, saved in resume points so a resumed run draws on."""
+        return {"environments": self.environments.generator.get_state()}
+
+    def load_random_state(self, state: Dict[str, torch.Tensor]) -> None:
+        self.environments.generator.set_state(state["environments"].cpu())
+
     def train(self, mode: bool = True) -> "MILK":
         self._item_cache = None
         self._item_cache_key = None
