@@ -34,6 +34,10 @@ RUN_LOCAL_OPTIONS = frozenset({
 })
 
 
+class TrainingDivergedError(ValueError):
+    """The training loss became NaN or infinite; the message says what to change."""
+
+
 def load_checkpoint(path: str, device: Any = "cpu") -> dict:
     """Load a checkpoint this plugin wrote. It pickles the Config, so torch>=2.6's weights_only must be off;
     only load files you trust."""
@@ -101,9 +105,9 @@ def restore_random_state(state: Dict[str, Any], model: Any) -> None:
 
 
 class NewItemTrainerMixin:
-    """Adds to any RecBole trainer: unique checkpoint names, loading on torch>=2.6, resumable runs, configurable
-    tensorboard folder, candidate-restricted full ranking with random tie-breaking, per-group metrics and epoch
-    timing.
+    """Adds to any RecBole trainer: unique checkpoint names, loading on torch>=2.6, resumable runs, an actionable
+    error when training diverges, configurable tensorboard folder, candidate-restricted full ranking with random
+    tie-breaking, per-group metrics and epoch timing.
 
     Besides the best-model checkpoint (`saved_model_file`, written on validation improvement as in RecBole), a run
     keeps a resume point (`resume_file`) rewritten after every evaluation: the training state plus every random
@@ -127,6 +131,7 @@ class NewItemTrainerMixin:
         self._group_metrics: Optional[GroupMetricAccumulator] = None
         self._candidate_items: Optional[torch.Tensor] = None
         self._tie_generator = torch.Generator()
+        self._epoch: Optional[int] = None
         self._resumed = False
         self._pending_loader_state: Optional[torch.Tensor] = None
         self._resume_every_save: Any = None
@@ -144,10 +149,35 @@ class NewItemTrainerMixin:
         self.tensorboard = SummaryWriter(os.path.join(target_root, name))
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self._epoch = epoch_idx
         start = time.perf_counter()
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         self.epoch_seconds.append(time.perf_counter() - start)
         return loss
+
+    # ----- divergence -----
+
+    def _check_nan(self, loss):
+        if bool(torch.isfinite(loss).all()):
+            return
+        raise TrainingDivergedError(self._divergence_message("nan" if bool(torch.isnan(loss).any()) else "infinite"))
+
+    def _divergence_message(self, value: str) -> str:
+        options = self.config.final_config_dict
+        weights = {key: option for key, option in options.items() if key.endswith("_weight")
+                   and isinstance(option, (int, float)) and not isinstance(option, bool) and option > 0}
+        advice = [f"lower learning_rate (now {self.config['learning_rate']})"]
+        if weights:
+            advice.append("check the loss weights (" + ", ".join(f"{k}={v}" for k, v in sorted(weights.items())) + ")")
+        advice.append("check the feature files for very large values and rescale or L2-normalise them")
+        if not self.config["clip_grad_norm"]:
+            advice.append("set clip_grad_norm, e.g. {max_norm: 5}")
+        message = (f"Training loss is {value} at epoch {self._epoch} (model {self.config['model']}, dataset "
+                   f"{self.config['dataset']}): training diverged and was stopped. Try: " + "; ".join(advice) + ".")
+        if os.path.isfile(self.resume_file):
+            message += (f" The last good state is {self.resume_file}; after the fix, continue from it with "
+                        f"resume_from: {self.resume_file}")
+        return message
 
     # ----- checkpoints and resuming -----
 
