@@ -262,9 +262,50 @@ def draw_figures(acc: Dict, bars: List[Tuple[str, List[float]]], out_dir: str) -
     return files
 
 
+README_SETUP = """\
+TikTok as the paper's authors preprocessed it (visual + acoustic features, converted with `dataset_prep/mmrec.py`),
+on the reference new-item split (5,368 warm, 671 valid and 671 test items) and the reference masks of
+`../shared/data/tiktok` (FTMT: half of the new items miss one modality; MTMT: also 30% of the warm items),
+mean-imputed from warm rows. Candidates are all 1,342 new items. Early stopping on valid NDCG@10 every 10 epochs,
+patience 3, at most 300 epochs; test at the best valid epoch. Seeds 2023-2027 vary model initialisation, negative
+sampling and MILK's environment draws; the split and masks are the same in every run (the missing-ratio curve
+simulates its masks with split_seed 2023). MILK uses the paper's TikTok values (invariance_weight 50, align_weight
+0.5, dirichlet_alpha 0.1) unless marked tuned. Every run is its own process with one torch thread, on a shared
+2-core CPU machine. "w/o both" is MILK with both modules off: content-only BPR on the equal-weight fusion (DUIF-style).
+"""
+
+
+def readme_section(records: List[Dict[str, Any]], profile: grid.Profile, tuned: Optional[Dict[str, Any]],
+                   figure_dir: str, commands: Sequence[str]) -> str:
+    """The README's "Results" section: setup, commands, the main tables and the figures, from the same records."""
+    acc = index(records)
+    robust, _ = robustness_table(acc, ABLATION_VARIANTS)
+    parts = ["## Results", "", README_SETUP, "Reproduce (the grid resumes where it stopped if killed):", "", "```bash",
+             *commands, "```", ""]
+    tables = [
+        ("Table 2: new-item test accuracy, mean ± std over seeds", table2(acc)),
+        ("Robustness: relative NDCG@20 loss from FTFT to FTMT (paired by seed)", robust),
+        ("NDCG@20 against the share of new items missing a modality", curve_table(acc)),
+        ("Ablations", variant_table(acc, ABLATION_VARIANTS, ("FTMT", "FTFT"))),
+        ("Imputation and inference fusion", variant_table(acc, IMPUTATION_VARIANTS, ("FTMT", "MTMT"))),
+        ("Per missing-pattern group", group_table(acc, ("MILK", "w/o both", "MILK fusion=available"))),
+        ("Default vs tuned MILK" + (f" (tuned on valid: {tuned})" if tuned else ""), tuned_table(acc, tuned)),
+        ("Cost", cost_table(acc)),
+        ("Scaling: epoch time on the interactions duplicated with synthetic users", scaling_table(acc)),
+        ("Grid progress", progress_table(records, profile, tuned)),
+    ]
+    for heading, table in tables:
+        parts += [f"### {heading}", "", *(table or ["not run yet"]), ""]
+        if heading.startswith("Robustness") and table:
+            parts += [f"![robustness]({figure_dir}/{ROBUSTNESS_FILE})", ""]
+        if heading.startswith("NDCG@20 against") and table:
+            parts += [f"![missing-ratio curve]({figure_dir}/{CURVE_FILE})", ""]
+    return "\n".join(parts)
+
+
 def write_report(records: List[Dict[str, Any]], out_dir: str, profile: grid.Profile, title: str = "",
-                 tuned: Optional[Dict[str, Any]] = None) -> List[str]:
-    """Write results.md and the figures into out_dir; return the paths written."""
+                 tuned: Optional[Dict[str, Any]] = None, commands: Sequence[str] = ()) -> List[str]:
+    """Write results.md, readme_section.md and the figures into out_dir; return the paths written."""
     os.makedirs(out_dir, exist_ok=True)
     acc = index(records)
     robust, bars = robustness_table(acc, ABLATION_VARIANTS)
@@ -286,8 +327,22 @@ def write_report(records: List[Dict[str, Any]], out_dir: str, profile: grid.Prof
     for heading, table in sections:
         lines += [f"## {heading}", ""] + (table or ["not run yet"]) + [""]
     path = os.path.join(out_dir, "results.md")
+    _write_text(path, "\n".join(lines))
+    figure_dir = os.path.relpath(out_dir, REPO) if _inside(out_dir, REPO) else out_dir
+    section = os.path.join(out_dir, "readme_section.md")
+    _write_text(section, readme_section(records, profile, tuned, figure_dir, commands))
+    return [path, section] + draw_figures(acc, bars, out_dir)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([os.path.abspath(path), root]) == root
+
+
+def _write_text(path: str, text: str) -> None:
     temporary = f"{path}.tmp{os.getpid()}"
     with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines))
+        handle.write(text)
     os.replace(temporary, path)
-    return [path] + draw_figures(acc, bars, out_dir)

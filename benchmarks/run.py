@@ -193,13 +193,42 @@ def command_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def reproduce_commands(args: argparse.Namespace) -> List[str]:
+    """The commands behind this results file, with paths relative to the repository where they lie inside it."""
+    def rel(path: str) -> str:
+        path = os.path.abspath(path)
+        return os.path.relpath(path, REPO) if os.path.commonpath([path, str(REPO)]) == str(REPO) \
+            or path.startswith(str(REPO.parent)) else path
+
+    data = [f"--dataset={args.dataset}"]
+    if args.data_path:
+        data.append(f"--data_path={rel(args.data_path)}")
+    for key in ("cold_item_file", "missing_file", "config_files"):
+        if getattr(args, key):
+            data.append(f"--{key}={rel(getattr(args, key))}")
+    data.append(f"--results={rel(args.results)}")
+    tuned_file = tuned_path(args.results)
+    max_evals = args.max_evals
+    if os.path.exists(tuned_file):
+        with open(tuned_file, encoding="utf-8") as handle:
+            max_evals = json.load(handle).get("max_evals", max_evals)
+    commands = ['pip install -c constraints.txt ".[bench]"']
+    if args.dataset == "tiktok" and args.data_path:
+        commands.append(f"python dataset_prep/mmrec.py --src ../shared/data/tiktok --name tiktok --out {rel(args.data_path)}")
+    return commands + [f'DATA="{" ".join(data)}"',
+                       f"python -m benchmarks.run run --profile={args.profile} $DATA",
+                       f"python -m benchmarks.run tune --profile={args.profile} $DATA --max_evals={max_evals}",
+                       f"python -m benchmarks.run run --profile={args.profile} $DATA   # again: adds the tuned cells",
+                       f"python -m benchmarks.run report --profile={args.profile} $DATA"]
+
+
 def command_report(args: argparse.Namespace) -> int:
     from benchmarks.report import write_report
 
     out_dir = args.out or os.path.dirname(os.path.abspath(args.results))
     records = read_results(args.results)
     files = write_report(records, out_dir, grid.PROFILES[args.profile], title=f"{args.dataset}, {args.profile} profile",
-                         tuned=read_tuned(args.results))
+                         tuned=read_tuned(args.results), commands=reproduce_commands(args))
     print("report:", *files, sep="\n  ")
     return 0
 

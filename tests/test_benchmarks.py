@@ -210,6 +210,10 @@ def test_report_writes_tables_and_figures(tmp_path):
     assert "| table2-milk | 4 | 45 |" in text
     assert "| FTMT | MILK | missing_1 | 5 | 0.0105 ± 0.0042 |" in text and "missing_2" not in text
     assert "## Imputation and inference fusion (test)\n\nnot run yet" in text
+    section = (tmp_path / "readme_section.md").read_text()
+    assert section.startswith("## Results") and "| FTMT | MILK | 0.0100 ± 0.0000" in section
+    assert f"]({tmp_path}/{report.ROBUSTNESS_FILE})" in section
     pytest.importorskip("matplotlib")
-    assert {Path(f).name for f in files} == {"results.md", report.ROBUSTNESS_FILE, report.CURVE_FILE}
+    assert {Path(f).name for f in files} == {"results.md", "readme_section.md", report.ROBUSTNESS_FILE,
+                                             report.CURVE_FILE}
     assert (tmp_path / report.CURVE_FILE).read_bytes()[:4] == b"\x89PNG"
