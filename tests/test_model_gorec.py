@@ -136,6 +136,20 @@ def test_loss_is_reconstruction_plus_weighted_kl_and_uniformity(cf_folder):
     assert torch.allclose(model.calculate_loss(batch(*TRAIN_BATCH)), expected, atol=1e-5)
 
 
+def test_uniformity_runs_on_a_random_sample_of_the_batchs_items(cf_folder, monkeypatch):
+    import recbole_milk.model.gorec as gorec
+
+    model = model_with(cf_folder)
+    seen = []
+    monkeypatch.setattr(gorec, "UNIFORMITY_SAMPLE", 3)
+    monkeypatch.setattr(gorec, "uniformity", lambda x: seen.append(x.detach()) or uniformity(x))
+    torch.manual_seed(0)
+    for _ in range(10):
+        model.calculate_loss(batch(*TRAIN_BATCH))
+    assert all(x.shape[0] == 3 for x in seen)
+    assert len({tuple(x[:, 0].tolist()) for x in seen}) > 1  # a different sample each time
+
+
 def test_training_moves_generated_warm_items_towards_their_cf_embeddings(cf_folder):
     model = model_with(cf_folder, kl_weight=0.0, uniformity_weight=0.0, content_dropout=0.0)
     warm = torch.tensor(WARM)

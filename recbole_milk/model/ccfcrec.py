@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.init import xavier_normal_initialization
 
+from recbole_milk.model.clcrec import contrastive_loss
 from recbole_milk.model.content import (
     ACTIVATION_RULE,
     HIDDEN_SIZES_RULE,
@@ -58,13 +59,6 @@ class AttentiveContentEncoder(nn.Module):
         return self.output(pooled)
 
 
-def info_nce(anchors: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean over rows r of -log softmax_k(cos(anchor_r, target_k) / t) at k = r: each anchor must pick out its own
-    target among all targets of the batch."""
-    logits = F.normalize(anchors, dim=1) @ F.normalize(targets, dim=1).t() / temperature
-    return (torch.logsumexp(logits, dim=1) - logits.diagonal()).mean()
-
-
 class CCFCRec(ContentRecommender):
     r"""CCFCRec: content CF module q_i = g(x_i), co-occurrence CF module v_i (item ID embedding), shared users p_u.
 
@@ -75,16 +69,19 @@ class CCFCRec(ContentRecommender):
 
     Loss on (user, positive i, warm negative j) triples:
       BPR(<p_u, q_i>, <p_u, q_j>) + BPR(<p_u, v_i>, <p_u, v_j>)      (both CF modules on the ranking task)
-      + `contrast_weight` * InfoNCE(q -> v)                          (contrastive CF, temperature `temperature`)
-      + `reg_weight` * batch mean of ||p_u||^2 + ||v_i||^2 + ||v_j||^2.
-    InfoNCE runs over the batch's distinct items (all warm): q_k must be closer in cosine to v_k than to any other
-    item's v; one (n x n) similarity matrix per batch.
+      + `contrast_weight` * L_C                                      (contrastive CF)
+      + `reg_weight` * batch mean of ||p_u||^2 + ||v_i||^2 + ||v_j||^2,
+    L_C = -log exp(cos(q_i, v_i) / t) / sum_{k in {i} + negatives} exp(cos(q_i, v_k) / t), t = `temperature`:
+    an item's content-based embedding must pick out its own co-occurrence embedding among those of
+    `num_negatives` warm negatives. The negatives are shared by the rows of a batch (the first `num_negatives`
+    negatives the sampler drew for it; one equal to a row's positive is left out of that row's softmax), so the
+    contrast costs one (B x num_negatives) matrix product.
 
     Deviations from the paper:
       - Item content here is M dense modality vectors, not categorical attributes plus an image feature: the
         attention pools one embedding per modality.
-      - Contrastive negatives are the other distinct items of the batch (the pipeline's positives and uniformly
-        drawn warm negatives), instead of a separately sampled set per item.
+      - Contrastive negatives are shared within a batch (the sampler's uniform warm negatives, which exclude the
+        row user's training positives) instead of drawn per item.
       - The ranking loss is BPR with one warm negative per positive, the shared protocol of the plugin's baselines.
     """
 
@@ -94,6 +91,7 @@ class CCFCRec(ContentRecommender):
         "content_hidden_sizes": HIDDEN_SIZES_RULE,
         "activation": ACTIVATION_RULE,
         "temperature": POSITIVE,
+        "num_negatives": positive_int(),
         "contrast_weight": NON_NEGATIVE,
         "reg_weight": NON_NEGATIVE,
     }
@@ -102,6 +100,7 @@ class CCFCRec(ContentRecommender):
         super().__init__(config, dataset)
         self.embedding_size = self.options["embedding_size"]
         self.temperature = float(self.options["temperature"])
+        self.num_negatives = self.options["num_negatives"]
         self.contrast_weight = float(self.options["contrast_weight"])
         self.reg_weight = float(self.options["reg_weight"])
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
@@ -121,7 +120,8 @@ class CCFCRec(ContentRecommender):
         return torch.where(self.warm_items[items].unsqueeze(1), self.item_embedding(items), encoded)
 
     def calculate_loss(self, interaction: Any) -> torch.Tensor:
-        items, pos, neg = batch_items(interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID])
+        pos_items, neg_items = interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        items, pos, neg = batch_items(pos_items, neg_items)
         content_cf = self.content_encoder(self.item_content[items])
         cooccurrence_cf = self.item_embedding(items)
         user_e = self.user_embedding(interaction[self.USER_ID])
@@ -130,5 +130,14 @@ class CCFCRec(ContentRecommender):
             return bpr_loss((user_e * represented[pos]).sum(dim=1), (user_e * represented[neg]).sum(dim=1))
 
         loss = ranking(content_cf) + ranking(cooccurrence_cf)
-        loss = loss + self.contrast_weight * info_nce(content_cf, cooccurrence_cf, self.temperature)
+        loss = loss + self.contrast_weight * self._contrast(content_cf, cooccurrence_cf, pos, neg, pos_items, neg_items)
         return loss + self.reg_weight * squared_norm(user_e, cooccurrence_cf[pos], cooccurrence_cf[neg])
+
+    def _contrast(self, content_cf: torch.Tensor, cooccurrence_cf: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                  pos_items: torch.Tensor, neg_items: torch.Tensor) -> torch.Tensor:
+        """L_C of the batch: rows of the representations are the batch's distinct items, `pos` / `neg` index them."""
+        count = self.num_negatives
+        same = neg_items[:count].unsqueeze(0) == pos_items.unsqueeze(1)
+        anchors = F.normalize(content_cf[pos], dim=1)
+        targets = F.normalize(cooccurrence_cf, dim=1)
+        return contrastive_loss(anchors, targets[pos], targets[neg[:count]], same, self.temperature)

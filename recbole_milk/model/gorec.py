@@ -17,6 +17,9 @@ from recbole_milk.options import NON_NEGATIVE, RATIO, positive_int
 from recbole_milk.pretrained import CONFIG_KEY, folder_rule, load_cf_embeddings
 
 KMEANS_ITERATIONS = 25
+# The authors train on batches of 256 warm items, so their uniformity term spans 256 x 256 pairs. A batch here
+# holds ~3,000 distinct items; the term is computed on a random 256 of them, keeping it O(256^2) per batch.
+UNIFORMITY_SAMPLE = 256
 
 
 def kmeans(points: torch.Tensor, num_clusters: int, generator: torch.Generator,
@@ -72,7 +75,7 @@ class GoRec(ContentRecommender):
       loss = mean squared error(v^, V_i) + `kl_weight` * KL(q(z | V_i, c_i) || p(z | c_i))
              + `uniformity_weight` * uniformity(mu)
     (squared error and KL averaged over items and dimensions; uniformity: log mean exp(-2 ||mu_i - mu_j||^2)
-    over pairs of the batch's normalised posterior means).
+    over pairs of normalised posterior means of a random 256 of the batch's items, the authors' batch size).
 
     Inference (the original's generative step with its cluster-mean input): the warm items are clustered by
     content (k-means, `num_clusters`, seeded by `seed`) when the model is built. An item's preference input is the
@@ -171,4 +174,5 @@ class GoRec(ContentRecommender):
         dropped = F.dropout(content, p=self.content_dropout, training=self.training)
         reconstruction = F.mse_loss(self.decoder(torch.cat([dropped, z], dim=1)), target)
         kl = gaussian_kl(mu, logvar, self.prior_mu(content), self.prior_logvar(content)).mean()
-        return reconstruction + self.kl_weight * kl + self.uniformity_weight * uniformity(mu)
+        sample = torch.randperm(mu.shape[0], device=mu.device)[:UNIFORMITY_SAMPLE]
+        return reconstruction + self.kl_weight * kl + self.uniformity_weight * uniformity(mu[sample])
