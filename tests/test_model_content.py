@@ -21,6 +21,12 @@ def test_prepare_imputes_missing_rows_then_l2_normalises():
     assert torch.allclose(raw, torch.tensor([[3.0, 4.0], [0.0, 2.0], [0.0, 0.0]]))
 
 
+def test_huge_finite_rows_are_normalised_not_zeroed():
+    rows = torch.tensor([[3e30, 4e30]])
+    (prepared,) = prepare_modalities([rows], torch.tensor([[True]]), [torch.zeros(2)], normalize=True)
+    assert torch.allclose(prepared, torch.tensor([[0.6, 0.8]]))
+
+
 def test_model_content_is_normalised_per_modality_then_concatenated():
     dataset = make_dataset()
     model = make_model(DUIF, dataset)

@@ -90,7 +90,8 @@ def prepare_modalities(
     for m, (rows, fill) in enumerate(zip(features, fills)):
         rows = rows.to(device=fill.device, dtype=torch.float32)
         rows = torch.where(availability[:, m : m + 1].to(fill.device), rows, fill)
-        prepared.append(F.normalize(rows, dim=1) if normalize else rows)
+        # In float64: the float32 norm of a row with entries above ~1e19 overflows and zeroes the whole row.
+        prepared.append(F.normalize(rows.double(), dim=1).float() if normalize else rows)
     return prepared
 
 
