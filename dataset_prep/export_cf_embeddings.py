@@ -1,4 +1,5 @@
-"""Stage 1 of the two-stage baselines (DropoutNet, Heater): pre-train warm CF embeddings with BPR and export them.
+"""Stage 1 of the two-stage baselines (DropoutNet, Heater, GAR, GoRec): pre-train warm CF embeddings with BPR and
+export them.
 
 BPR runs through the plugin's pipeline, so it sees exactly the split a later baseline run sees: give this script
 the same dataset, data and split options (data_path, config files, seed / split_seed, cold_item_ratio or

@@ -1,6 +1,6 @@
 """Pre-trained warm CF embeddings: the folder format, and its lookup by token for the baselines that need them.
 
-Two-stage path (DropoutNet, Heater):
+Two-stage path (DropoutNet, Heater, GAR, GoRec):
   1. `python dataset_prep/export_cf_embeddings.py --dataset=NAME [the run's options] --output=DIR` trains BPR on
      the warm items of the new-item split and writes DIR.
   2. `python run_recbole_milk.py --model=DropoutNet --dataset=NAME [the same options] --pretrained_cf_dir=DIR`.

@@ -1,4 +1,5 @@
-"""Shared fixtures and behaviour checks for the content baselines (DUIF, VBPR, DropoutNet, MTPR, Heater).
+"""Shared fixtures and behaviour checks for the content baselines (DUIF, VBPR, DropoutNet, MTPR, Heater,
+CLCRec, CCFCRec, GAR, GoRec).
 
 Every baseline must: train on a toy batch, score new items from content alone, never let new items reach training,
 and give the same scores through predict and full_sort_predict. The checks live here once; each model's test

@@ -6,7 +6,8 @@
   through `prepare_modalities`, so content is normalised identically everywhere.
 - `mlp`: feed-forward stacks for content encoders and towers.
 - `ItemRepresentationCache`: all-item representations computed once per evaluation.
-- `ContentRecommender`: base class of the new-item baselines (DUIF, VBPR, DropoutNet, MTPR, Heater).
+- `ContentRecommender`: base class of the new-item baselines (DUIF, VBPR, DropoutNet, MTPR, Heater, CLCRec,
+  CCFCRec, GAR, GoRec).
 """
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
