@@ -54,8 +54,10 @@ class CLCRec(ContentRecommender):
              out its own content among the negatives' contents;
       loss = `content_contrast_weight` * L_RE + (1 - `content_contrast_weight`) * L_UI
              + `reg_weight` * (mean ||p_u|| + mean ||e_k||) / 2 over the batch's users and items.
-    t is `temperature`. Defaults follow the authors' published settings (t = 2, weight 0.5, replacement 0.5,
-    512 negatives, reg 0.1).
+    t is `temperature`. Defaults are the authors' published settings: t = 2, weight 0.5 and replacement 0.5 from
+    their MovieLens command, 512 negatives and reg 0.001 from their Amazon command. (Their MovieLens reg 0.1
+    shrinks the ID embeddings faster than the contrast grows them here: on TikTok FTMT, 60 epochs, validation
+    NDCG@10 0.0077 with 0.1 against 0.0164 with 0.001.)
 
     Cost: negatives are shared by the rows of a batch: the first `num_negatives` warm negatives the plugin's
     sampler drew for the batch. Each distinct item of the batch is encoded once, scores are one (B x K) matrix
