@@ -131,8 +131,9 @@ def curve_table(acc: Dict) -> List[str]:
     for variant in CURVE_VARIANTS:
         points = dict(curve_points(acc, variant))
         if len(points) > (1 if 0.0 in points else 0):
-            rows.append([variant] + [fmt(points.get(r, [])) for r in grid.CURVE_RATIOS])
-    return _table(["variant"] + [f"{r:g}" for r in grid.CURVE_RATIOS], rows) if rows else []
+            rows.append([variant] + [fmt(points.get(r, [])) for r in grid.CURVE_RATIOS]
+                        + ["/".join(str(len(points.get(r, []))) for r in grid.CURVE_RATIOS)])
+    return _table(["variant"] + [f"{r:g}" for r in grid.CURVE_RATIOS] + ["seeds"], rows) if rows else []
 
 
 def group_table(acc: Dict, variants: Sequence[str], settings: Sequence[str] = ("FTMT", "MTMT")) -> List[str]:

@@ -206,7 +206,7 @@ def test_report_writes_tables_and_figures(tmp_path):
     text = (tmp_path / "results.md").read_text()
     assert "| FTMT | MILK | 0.0100 ± 0.0000 | 0.0050 ± 0.0000 | 0.0200 ± 0.0000 | 0.0210 ± 0.0085 | 2 |" in text
     assert "17.5 ± 10.6 %" in text  # losses 25 % and 10 %
-    assert "| MILK | 0.0250 ± 0.0071 | — | — | — | 0.0105 ± 0.0042 |" in text  # curve: 0 is FTFT
+    assert "| MILK | 0.0250 ± 0.0071 | — | — | — | 0.0105 ± 0.0042 | 2/0/0/0/2 |" in text  # curve: 0 is FTFT
     assert "| table2-milk | 4 | 45 |" in text
     assert "| FTMT | MILK | missing_1 | 5 | 0.0105 ± 0.0042 |" in text and "missing_2" not in text
     assert "## Imputation and inference fusion (test)\n\nnot run yet" in text
