@@ -89,6 +89,18 @@ def cell_env(args: argparse.Namespace) -> Dict[str, str]:
     return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
 
 
+def code_version() -> str:
+    """The checkout's commit (with "+dirty" for uncommitted changes), so each record says which code produced it."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
 def run_one(cell: grid.Cell, args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     """Run `cell` in a fresh process; its record, or None if the process failed (the failure is logged)."""
     scratch = Path(args.scratch) / "cells" / cell.name
@@ -120,7 +132,7 @@ def run_one(cell: grid.Cell, args: argparse.Namespace) -> Optional[Dict[str, Any
     record = {"experiment": cell.experiment, "variant": cell.variant, "setting": cell.setting, "seed": cell.seed,
               "model": cell.model, "dataset": spec["dataset"], "profile": args.profile,
               "overrides": dict(cell.overrides), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "host_cpus": os.cpu_count(), "threads": args.threads}
+              "host_cpus": os.cpu_count(), "threads": args.threads, "code_version": code_version()}
     record.update(measurements)
     return record
 
