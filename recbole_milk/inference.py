@@ -11,6 +11,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from recbole_milk.pretrained import CONFIG_KEY as PRETRAINED_CF_KEY
+
 ARTIFACT_FORMAT = 1
 ARTIFACT_SUFFIX = ".artifact.pt"
 FeatureInput = Union[Mapping[str, Optional[np.ndarray]], Sequence[Optional[np.ndarray]]]
@@ -21,8 +23,10 @@ class ServingError(ValueError):
 
 
 def supports_serving(model: Any) -> bool:
-    """Whether a model scores items from content alone through encode_items / user_embeddings."""
-    return callable(getattr(model, "encode_items", None)) and callable(getattr(model, "user_embeddings", None))
+    """Whether a model scores items from content alone through encode_items / user_embeddings and can be rebuilt
+    from an artefact. Two-stage models read a pre-trained CF folder when they are built, so they cannot (yet)."""
+    content_only = callable(getattr(model, "encode_items", None)) and callable(getattr(model, "user_embeddings", None))
+    return content_only and PRETRAINED_CF_KEY not in getattr(type(model), "option_rules", {})
 
 
 def artifact_path_for(checkpoint_file: str) -> str:
@@ -47,6 +51,7 @@ def write_artifact(model: Any, dataset: Any, config: Any, path: str) -> str:
         "fields": {key: config[key] for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "NEG_PREFIX")},
         "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
         "user_tokens": [str(token) for token in dataset.field2id_token[dataset.uid_field]],
+        "item_count": int(dataset.item_num),
         "modality_names": list(dataset.modality_names),
         "modality_dims": [int(features.shape[1]) for features in dataset.item_features],
         "imputation_values": [value.detach().cpu().float() for value in dataset.imputation_values],
@@ -65,20 +70,22 @@ def write_artifact(model: Any, dataset: Any, config: Any, path: str) -> str:
 
 class _ArtifactDataset:
     """Stands in for the training dataset when a model is rebuilt from an artefact: users, modalities and
-    imputation values, and a single (PAD) item, since new items arrive through encode_items."""
+    imputation values. Item tables keep their trained size (so per-item weights load) but hold no content: new
+    items arrive through encode_items."""
 
     def __init__(self, artifact: Dict[str, Any]):
         self.uid_field = artifact["fields"]["USER_ID_FIELD"]
         self.iid_field = artifact["fields"]["ITEM_ID_FIELD"]
         self.n_users = len(artifact["user_tokens"])
+        self.n_items = int(artifact["item_count"])
         self.modality_names = list(artifact["modality_names"])
-        self.item_features = [torch.zeros(1, dim) for dim in artifact["modality_dims"]]
-        self.item_availability = torch.zeros(1, len(self.modality_names), dtype=torch.bool)
+        self.item_features = [torch.zeros(self.n_items, dim) for dim in artifact["modality_dims"]]
+        self.item_availability = torch.zeros(self.n_items, len(self.modality_names), dtype=torch.bool)
         self.imputation_values = list(artifact["imputation_values"])
-        self.item_role = torch.full((1,), -1, dtype=torch.long)
+        self.item_role = torch.full((self.n_items,), -1, dtype=torch.long)
 
     def num(self, field: str) -> int:
-        return self.n_users if field == self.uid_field else 1
+        return self.n_users if field == self.uid_field else self.n_items
 
 
 class NewItemScorer:

@@ -133,3 +133,27 @@ def test_cli_writes_a_recommendation_table(trained, tmp_path):
                               "--mode", "items", "--output", str(output_items)])
     per_user = pd.read_csv(output_items, sep="\t", dtype={"user_id": str})
     assert len(per_user) == (dataset.user_num - 1) * 2 and set(per_user["item_id"]) <= {f"clip{i}" for i in range(8)}
+
+
+@pytest.mark.parametrize("model_name", ["DUIF", "VBPR", "MTPR", "CLCRec", "CCFCRec"])
+def test_content_baselines_serve_from_their_artifact(tmp_path, model_name):
+    config = write_toy_dataset(tmp_path / "data", n_users=30, n_items=60, n_modalities=2)
+    result = run_recbole_milk(model_name, config["dataset"], config_dict=dict(config, epochs=2, eval_step=1))
+    _, model, dataset, *_ = load_data_and_model(result["saved_model_file"])
+    model.eval()
+    new_items = torch.nonzero(dataset.item_role > 0).squeeze(1)
+    users = torch.arange(1, dataset.user_num)
+    expected = model.full_sort_predict({model.USER_ID: users}).view(len(users), -1)[:, new_items]
+    scorer = NewItemScorer.from_artifact(result["artifact_file"])
+    tokens = list(dataset.field2id_token[dataset.uid_field][1:])
+    assert torch.allclose(scorer.score(tokens, _raw_rows(dataset, new_items)), expected, atol=1e-5)
+
+
+def test_two_stage_models_write_no_artifact():
+    from recbole_milk.inference import supports_serving
+    from recbole_milk.utils import get_model
+
+    for name in ("DropoutNet", "Heater", "GAR", "GoRec"):
+        model_class = get_model(name)
+        stand_in = model_class.__new__(model_class)
+        assert not supports_serving(stand_in), name
