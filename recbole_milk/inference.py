@@ -13,7 +13,7 @@ import torch
 
 from recbole_milk.pretrained import CONFIG_KEY as PRETRAINED_CF_KEY
 
-ARTIFACT_FORMAT = 1
+ARTIFACT_FORMAT = 2
 ARTIFACT_SUFFIX = ".artifact.pt"
 FeatureInput = Union[Mapping[str, Optional[np.ndarray]], Sequence[Optional[np.ndarray]]]
 
