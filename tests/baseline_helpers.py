@@ -2,8 +2,8 @@
 CLCRec, CCFCRec, GAR, GoRec).
 
 Every baseline must: train on a toy batch, score new items from content alone, never let new items reach training,
-and give the same scores through predict and full_sort_predict. The checks live here once; each model's test
-module calls them under its own test names.
+and give the same scores through predict and full_sort_predict. The checks live here once; test_model_contract.py
+runs them for every model, and each model's own test module keeps its model-specific tests.
 """
 import importlib.util
 import sys
@@ -96,6 +96,20 @@ def write_pretrained(folder: Path, dataset: SimpleNamespace, dim: int = 5, seed:
 def make_model(model_class: type, dataset: Optional[SimpleNamespace] = None, **overrides: Any):
     torch.manual_seed(2023)
     return model_class(make_config(model_class.__name__, **overrides), dataset or make_dataset())
+
+
+# Options that keep the unit-test models small and fast; the checks do not depend on the layer sizes.
+SMALL_OPTIONS = {
+    "CLCRec": {"embedding_size": 16, "content_hidden_sizes": [16]},
+    "CCFCRec": {"embedding_size": 16, "content_hidden_sizes": [16]},
+    "GAR": {"hidden_sizes": [32], "generator_hidden_sizes": [16]},
+    "GoRec": {"num_clusters": 3, "latent_size": 8, "hidden_size": 16},
+}
+
+
+def make_small_model(model_class: type, dataset: Optional[SimpleNamespace] = None, **overrides: Any):
+    """make_model with the model's SMALL_OPTIONS; `overrides` win over them."""
+    return make_model(model_class, dataset, **{**SMALL_OPTIONS.get(model_class.__name__, {}), **overrides})
 
 
 def batch(users, pos, neg) -> Interaction:
@@ -241,3 +255,9 @@ def toy_cf_folder(tmp_path_factory):
         patch.chdir(root)
         export_cf_embeddings(str(root / "cf"), "toy", config_dict={**config_dict, "epochs": 3, "eval_step": 1})
     return root / "cf"
+
+
+@pytest.fixture
+def cf_folder(tmp_path):
+    """A pre-trained CF folder for make_dataset(), as the two-stage models (DropoutNet, Heater, GAR, GoRec) need."""
+    return str(write_pretrained(tmp_path / "cf", make_dataset()))

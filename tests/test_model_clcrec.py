@@ -3,51 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baseline_helpers import (
-    NEW,
-    TRAIN_BATCH,
-    WARM,
-    batch,
-    check_buffers_stay_out_of_checkpoints,
-    check_full_sort_predict_equals_predict,
-    check_loss_is_finite_and_training_lowers_it,
-    check_new_items_are_scored_from_content_only,
-    check_no_new_item_leakage,
-    check_yaml_defaults_pass_the_option_checks,
-    make_model,
-    run_end_to_end,
-)
+from baseline_helpers import NEW, TRAIN_BATCH, WARM, batch, make_small_model
 from recbole_milk.model.clcrec import CLCRec, contrastive_loss, replace_by_content
 from recbole_milk.options import ConfigError
 
 
-
 def small_model(**overrides):
-    # Small networks keep the module fast; the checks do not depend on the layer sizes.
-    return make_model(CLCRec, **{"embedding_size": 16, "content_hidden_sizes": [16], **overrides})
-
-def test_forward_and_loss_on_a_toy_batch():
-    check_loss_is_finite_and_training_lowers_it(small_model())
-
-
-def test_new_items_are_scored_from_content_only():
-    check_new_items_are_scored_from_content_only(small_model())
-
-
-def test_no_new_item_leakage():
-    check_no_new_item_leakage(small_model())
-
-
-def test_full_sort_predict_equals_predict():
-    check_full_sort_predict_equals_predict(small_model())
-
-
-def test_feature_buffers_stay_out_of_checkpoints():
-    check_buffers_stay_out_of_checkpoints(small_model())
-
-
-def test_yaml_defaults_pass_the_option_checks():
-    check_yaml_defaults_pass_the_option_checks(CLCRec)
+    return make_small_model(CLCRec, **overrides)
 
 
 def test_warm_items_use_their_id_embedding_and_new_items_their_content_encoding():
@@ -119,7 +81,3 @@ def test_invalid_options_are_rejected_with_the_key_named(key, value):
         small_model(**{key: value})
 
 
-def test_runs_end_to_end_through_quick_start(tmp_path):
-    result = run_end_to_end("CLCRec", tmp_path)
-    assert result["model"] == "CLCRec" and result["epochs_trained"] == 2
-    assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0

@@ -3,61 +3,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baseline_helpers import (
-    NEW,
-    TRAIN_BATCH,
-    WARM,
-    all_scores,
-    batch,
-    check_buffers_stay_out_of_checkpoints,
-    check_full_sort_predict_equals_predict,
-    check_loss_is_finite_and_training_lowers_it,
-    check_new_items_are_scored_from_content_only,
-    check_no_new_item_leakage,
-    check_yaml_defaults_pass_the_option_checks,
-    make_dataset,
-    make_model,
-    run_end_to_end,
-    toy_cf_folder,  # noqa: F401 (module fixture)
-    write_pretrained,
-)
+from baseline_helpers import NEW, TRAIN_BATCH, WARM, all_scores, batch, make_dataset, make_small_model
+from baseline_helpers import cf_folder  # noqa: F401 (fixture)
 from recbole_milk.model.gorec import GoRec, gaussian_kl, kmeans, nearest, uniformity
-from recbole_milk.options import ConfigError, validate_options
-
-
-@pytest.fixture
-def cf_folder(tmp_path):
-    return str(write_pretrained(tmp_path / "cf", make_dataset()))
+from recbole_milk.options import ConfigError
 
 
 def model_with(cf_folder, **overrides):
-    # Small networks keep the module fast; the checks do not depend on the layer sizes.
-    small = {"num_clusters": 3, "latent_size": 8, "hidden_size": 16}
-    return make_model(GoRec, pretrained_cf_dir=cf_folder, **{**small, **overrides})
-
-
-def test_forward_and_loss_on_a_toy_batch(cf_folder):
-    check_loss_is_finite_and_training_lowers_it(model_with(cf_folder))
-
-
-def test_new_items_are_scored_from_content_only(cf_folder):
-    check_new_items_are_scored_from_content_only(model_with(cf_folder))
-
-
-def test_no_new_item_leakage(cf_folder):
-    check_no_new_item_leakage(model_with(cf_folder))
-
-
-def test_full_sort_predict_equals_predict(cf_folder):
-    check_full_sort_predict_equals_predict(model_with(cf_folder))
-
-
-def test_feature_and_cf_buffers_stay_out_of_checkpoints(cf_folder):
-    check_buffers_stay_out_of_checkpoints(model_with(cf_folder))
-
-
-def test_yaml_defaults_pass_the_option_checks(cf_folder):
-    check_yaml_defaults_pass_the_option_checks(GoRec, pretrained_cf_dir=cf_folder)
+    return make_small_model(GoRec, pretrained_cf_dir=cf_folder, **overrides)
 
 
 def test_kmeans_recovers_separated_clusters_and_is_seeded():
@@ -168,29 +121,9 @@ def test_training_moves_generated_warm_items_towards_their_cf_embeddings(cf_fold
     assert error() < 0.5 * before
 
 
-def test_pretrained_embeddings_are_frozen_by_training(cf_folder):
-    model = model_with(cf_folder)
-    user_cf, item_cf = model.user_cf.clone(), model.item_cf.clone()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
-    for _ in range(3):
-        optimizer.zero_grad()
-        model.calculate_loss(batch(*TRAIN_BATCH)).backward()
-        optimizer.step()
-    assert torch.equal(model.user_cf, user_cf) and torch.equal(model.item_cf, item_cf)
-
-
 @pytest.mark.parametrize("key, value", [("num_clusters", 0), ("content_dropout", 1.0), ("kl_weight", -1.0)])
 def test_invalid_options_are_rejected_with_the_key_named(cf_folder, key, value):
     with pytest.raises(ConfigError, match=key):
         model_with(cf_folder, **{key: value})
 
 
-def test_missing_pretrained_folder_is_rejected_with_the_export_command():
-    with pytest.raises(ConfigError, match="pretrained_cf_dir.*export_cf_embeddings.py"):
-        validate_options({"pretrained_cf_dir": None}, GoRec)
-
-
-def test_runs_end_to_end_on_exported_embeddings(tmp_path, toy_cf_folder):  # noqa: F811
-    result = run_end_to_end("GoRec", tmp_path, pretrained_cf_dir=str(toy_cf_folder))
-    assert result["model"] == "GoRec" and result["epochs_trained"] == 2
-    assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0

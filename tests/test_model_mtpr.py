@@ -3,47 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baseline_helpers import (
-    NEW,
-    TRAIN_BATCH,
-    WARM,
-    all_scores,
-    batch,
-    check_buffers_stay_out_of_checkpoints,
-    check_full_sort_predict_equals_predict,
-    check_loss_is_finite_and_training_lowers_it,
-    check_new_items_are_scored_from_content_only,
-    check_no_new_item_leakage,
-    check_yaml_defaults_pass_the_option_checks,
-    make_model,
-    run_end_to_end,
-)
+from baseline_helpers import NEW, TRAIN_BATCH, WARM, batch, make_model
 from recbole_milk.model.mtpr import MTPR
 from recbole_milk.options import ConfigError
-
-
-def test_forward_and_loss_on_a_toy_batch():
-    check_loss_is_finite_and_training_lowers_it(make_model(MTPR))
-
-
-def test_new_items_are_scored_from_content_only():
-    check_new_items_are_scored_from_content_only(make_model(MTPR))
-
-
-def test_no_new_item_leakage():
-    check_no_new_item_leakage(make_model(MTPR))
-
-
-def test_full_sort_predict_equals_predict():
-    check_full_sort_predict_equals_predict(make_model(MTPR))
-
-
-def test_feature_buffers_stay_out_of_checkpoints():
-    check_buffers_stay_out_of_checkpoints(make_model(MTPR))
-
-
-def test_yaml_defaults_pass_the_option_checks():
-    check_yaml_defaults_pass_the_option_checks(MTPR)
 
 
 def test_new_items_use_the_counterfactual_representation_and_warm_items_the_normal_one():
@@ -79,7 +41,3 @@ def test_invalid_options_are_rejected_with_the_key_named(key, value):
         make_model(MTPR, **{key: value})
 
 
-def test_runs_end_to_end_through_quick_start(tmp_path):
-    result = run_end_to_end("MTPR", tmp_path)
-    assert result["model"] == "MTPR" and result["epochs_trained"] == 2
-    assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0

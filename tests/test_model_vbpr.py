@@ -3,21 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baseline_helpers import (
-    NEW,
-    TRAIN_BATCH,
-    WARM,
-    all_scores,
-    batch,
-    check_buffers_stay_out_of_checkpoints,
-    check_full_sort_predict_equals_predict,
-    check_loss_is_finite_and_training_lowers_it,
-    check_new_items_are_scored_from_content_only,
-    check_no_new_item_leakage,
-    check_yaml_defaults_pass_the_option_checks,
-    make_model,
-    run_end_to_end,
-)
+from baseline_helpers import NEW, TRAIN_BATCH, WARM, all_scores, batch, make_model
 from recbole_milk.model.vbpr import VBPR
 from recbole_milk.options import ConfigError
 
@@ -28,30 +14,6 @@ def trained_model(**overrides):
         model.item_bias.weight.normal_()
         model.content_bias.weight.normal_()
     return model
-
-
-def test_forward_and_loss_on_a_toy_batch():
-    check_loss_is_finite_and_training_lowers_it(make_model(VBPR))
-
-
-def test_new_items_are_scored_from_content_only():
-    check_new_items_are_scored_from_content_only(trained_model())
-
-
-def test_no_new_item_leakage():
-    check_no_new_item_leakage(make_model(VBPR))
-
-
-def test_full_sort_predict_equals_predict():
-    check_full_sort_predict_equals_predict(trained_model())
-
-
-def test_feature_buffers_stay_out_of_checkpoints():
-    check_buffers_stay_out_of_checkpoints(make_model(VBPR))
-
-
-def test_yaml_defaults_pass_the_option_checks():
-    check_yaml_defaults_pass_the_option_checks(VBPR)
 
 
 def test_scores_follow_the_vbpr_formula_with_id_terms_for_warm_items_only():
@@ -93,7 +55,3 @@ def test_invalid_options_are_rejected_with_the_key_named(key, value):
         make_model(VBPR, **{key: value})
 
 
-def test_runs_end_to_end_through_quick_start(tmp_path):
-    result = run_end_to_end("VBPR", tmp_path)
-    assert result["model"] == "VBPR" and result["epochs_trained"] == 2
-    assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
