@@ -18,6 +18,8 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from recbole_milk.data.dataset import ROLE_WARM
+from recbole_milk.pretrained import CONFIG_KEY as PRETRAINED_CF_KEY
+from recbole_milk.pretrained import load_cf_embeddings
 from recbole_milk.options import BOOLEAN, ConfigError, one_of
 
 OptionRules = Dict[str, Tuple[Callable, str]]
@@ -218,6 +220,14 @@ class ContentRecommender(GeneralRecommender):
         """Representations of all items (n_items, D), cached in eval mode (see ItemRepresentationCache)."""
         all_items = torch.arange(self.n_items, device=self.item_content.device)
         return self._item_cache.get(self, lambda: self.represent_items(self.item_content, all_items))
+
+    def register_frozen_cf(self, dataset: Any) -> int:
+        """Load the pre-trained warm CF embeddings named by `pretrained_cf_dir` as buffers `user_cf` / `item_cf`
+        (buffers, not parameters: they stay fixed; rows of non-warm items zeroed) and return their size."""
+        user_cf, item_cf = load_cf_embeddings(self.options[PRETRAINED_CF_KEY], dataset)
+        self.register_buffer("user_cf", user_cf, persistent=False)
+        self.register_buffer("item_cf", item_cf * self.warm_items.unsqueeze(1).to(item_cf.dtype), persistent=False)
+        return user_cf.shape[1]
 
     def encode_items(self, features: Sequence[torch.Tensor], availability: torch.Tensor) -> torch.Tensor:
         """Representations of freshly uploaded items from raw per-modality rows (n, d_m) and availability (n, M);

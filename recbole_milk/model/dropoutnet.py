@@ -18,7 +18,7 @@ from recbole_milk.model.content import (
     squared_norm,
 )
 from recbole_milk.options import NON_NEGATIVE, RATIO, positive_int
-from recbole_milk.pretrained import CONFIG_KEY, folder_rule, load_cf_embeddings
+from recbole_milk.pretrained import CONFIG_KEY, folder_rule
 
 
 class DropoutNet(ContentRecommender):
@@ -57,11 +57,7 @@ class DropoutNet(ContentRecommender):
         self.embedding_size = self.options["embedding_size"]
         self.dropout_rate = float(self.options["dropout_rate"])
         self.reg_weight = float(self.options["reg_weight"])
-        user_cf, item_cf = load_cf_embeddings(self.options[CONFIG_KEY], dataset)
-        # Buffers, not parameters: the regression targets stay fixed.
-        self.register_buffer("user_cf", user_cf, persistent=False)
-        self.register_buffer("item_cf", item_cf * self.warm_items.unsqueeze(1).to(item_cf.dtype), persistent=False)
-        cf_size = user_cf.shape[1]
+        cf_size = self.register_frozen_cf(dataset)
         hidden, activation = self.options["hidden_sizes"], self.options["activation"]
         self.user_tower = mlp(cf_size, hidden, self.embedding_size, activation)
         self.item_tower = mlp(cf_size + self.content_size, hidden, self.embedding_size, activation)

@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from recbole_milk.model.content import ACTIVATION_RULE, HIDDEN_SIZES_RULE, ContentRecommender, mlp
 from recbole_milk.options import in_range, positive_int
-from recbole_milk.pretrained import CONFIG_KEY, folder_rule, load_cf_embeddings
+from recbole_milk.pretrained import CONFIG_KEY, folder_rule
 
 SHARE = in_range(0.0, 1.0)
 
@@ -70,11 +70,7 @@ class GAR(ContentRecommender):
         self.embedding_size = self.options["embedding_size"]
         self.generated_negative_weight = float(self.options["generated_negative_weight"])
         self.similarity_weight = float(self.options["similarity_weight"])
-        user_cf, item_cf = load_cf_embeddings(self.options[CONFIG_KEY], dataset)
-        # Buffers, not parameters: the real embeddings the players compete over stay fixed.
-        self.register_buffer("user_cf", user_cf, persistent=False)
-        self.register_buffer("item_cf", item_cf * self.warm_items.unsqueeze(1).to(item_cf.dtype), persistent=False)
-        cf_size = user_cf.shape[1]
+        cf_size = self.register_frozen_cf(dataset)
         activation = self.options["activation"]
         self.generator = mlp(self.content_size, self.options["generator_hidden_sizes"], cf_size, activation)
         self.user_tower = mlp(cf_size, self.options["hidden_sizes"], self.embedding_size, activation)

@@ -14,7 +14,7 @@ from recbole.model.init import xavier_normal_initialization
 
 from recbole_milk.model.content import ACTIVATION_RULE, ContentRecommender, batch_items, mlp
 from recbole_milk.options import NON_NEGATIVE, RATIO, positive_int
-from recbole_milk.pretrained import CONFIG_KEY, folder_rule, load_cf_embeddings
+from recbole_milk.pretrained import CONFIG_KEY, folder_rule
 
 KMEANS_ITERATIONS = 25
 # The authors train on batches of 256 warm items, so their uniformity term spans 256 x 256 pairs. A batch here
@@ -113,11 +113,7 @@ class GoRec(ContentRecommender):
         self.kl_weight = float(self.options["kl_weight"])
         self.uniformity_weight = float(self.options["uniformity_weight"])
         latent, hidden = self.options["latent_size"], self.options["hidden_size"]
-        user_cf, item_cf = load_cf_embeddings(self.options[CONFIG_KEY], dataset)
-        # Buffers, not parameters: the preference representations being modelled stay fixed.
-        self.register_buffer("user_cf", user_cf, persistent=False)
-        self.register_buffer("item_cf", item_cf * self.warm_items.unsqueeze(1).to(item_cf.dtype), persistent=False)
-        cf_size = user_cf.shape[1]
+        cf_size = self.register_frozen_cf(dataset)
 
         self.posterior_hidden = nn.Sequential(nn.Linear(self.content_size + cf_size, hidden), nn.Tanh())
         self.posterior_mu = nn.Linear(hidden, latent)

@@ -20,7 +20,7 @@ from recbole_milk.model.content import (
     squared_norm,
 )
 from recbole_milk.options import NON_NEGATIVE, RATIO, positive_int
-from recbole_milk.pretrained import CONFIG_KEY, folder_rule, load_cf_embeddings
+from recbole_milk.pretrained import CONFIG_KEY, folder_rule
 
 
 class MixtureOfExperts(nn.Module):
@@ -83,11 +83,7 @@ class Heater(ContentRecommender):
         self.random_replace_rate = float(self.options["random_replace_rate"])
         self.align_weight = float(self.options["align_weight"])
         self.reg_weight = float(self.options["reg_weight"])
-        user_cf, item_cf = load_cf_embeddings(self.options[CONFIG_KEY], dataset)
-        # Buffers, not parameters: the alignment and regression targets stay fixed.
-        self.register_buffer("user_cf", user_cf, persistent=False)
-        self.register_buffer("item_cf", item_cf * self.warm_items.unsqueeze(1).to(item_cf.dtype), persistent=False)
-        cf_size = user_cf.shape[1]
+        cf_size = self.register_frozen_cf(dataset)
         hidden, activation = self.options["hidden_sizes"], self.options["activation"]
         self.content_experts = MixtureOfExperts(self.content_size, cf_size, self.options["num_experts"])
         self.user_transform = mlp(cf_size, hidden, self.embedding_size, activation)
