@@ -21,6 +21,10 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "BPR": ("BPR", {}),
     "Random": ("Random", {}),
 }
+# The paper's new-item baselines (recbole_milk/model/), each with its properties/model/<Model>.yaml defaults.
+# DropoutNet, Heater, GAR and GoRec are two-stage: the runner pre-trains warm BPR embeddings once per grid.
+BASELINES = ["DUIF", "VBPR", "MTPR", "DropoutNet", "Heater", "CLCRec", "CCFCRec", "GAR", "GoRec"]
+VARIANTS.update({name: (name, {}) for name in BASELINES})
 # Filled from the tuning step's output (tuned.json next to the results file); see runner.tuned_variant.
 TUNED_VARIANT = "MILK tuned"
 
@@ -88,6 +92,9 @@ class Profile:
     # dataset -> MILK hyperparameters every MILK cell starts from, so that the "default" rows keep the paper's
     # values even after tuned values land in properties/dataset/<dataset>.yaml. The tuned variant overrides them.
     milk_pins: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    # Stage 1 of the two-stage baselines: config overrides of the warm BPR run that exports their CF embeddings
+    # (dataset_prep/export_cf_embeddings.py), on the grid's split.
+    pretrained_cf: Dict[str, Any] = field(default_factory=lambda: {"epochs": 100, "seed": 2023})
 
 
 FULL_SEEDS = [2023, 2024, 2025, 2026, 2027]
@@ -113,6 +120,9 @@ FULL = Profile(
         Block("ablations", ABLATIONS, ["FTMT", "FTFT"]),
         Block("curve", ["MILK", "w/o both"], [ratio_setting(r) for r in CURVE_RATIOS]),
         Block("tuned", [TUNED_VARIANT], ["FTMT", "MTMT"]),
+        # Three seeds and at most 100 epochs (the minimum), to fit the CPU budget: nine models cost about
+        # as much as the rest of the grid. Early stopping as everywhere else.
+        Block("baselines", BASELINES, ["FTMT", "MTMT"], seeds=FULL_SEEDS[:3], extra={"epochs": 100}),
     ],
     # Cost: a fixed 20 epochs with one evaluation every 10, so both variants do the same work (scaling: 5 epochs).
     cost_overrides={"epochs": 20, "eval_step": 10, "stopping_step": 100},
@@ -130,8 +140,10 @@ QUICK = Profile(
         Block("ablations", ["w/o CMAM"], ["FTMT", "FTFT"]),
         Block("curve", ["MILK", "w/o both"], [ratio_setting(r) for r in (0.0, 1.0)]),
         Block("cost", ["MILK", "w/o both"], ["FTMT"], experiment="cost"),
+        Block("baselines", ["DUIF", "DropoutNet"], ["FTMT"]),  # one content-only, one two-stage
     ],
     cost_overrides={"epochs": 4, "eval_step": 2, "stopping_step": 100},
+    pretrained_cf={"epochs": 10, "seed": 2023},
     description="smoke test on the embedded ml-100k-mm: 1 seed, 10 epochs, a few variants",
 )
 

@@ -13,6 +13,8 @@ report: markdown tables and PNG figures next to the results file.
 """
 import argparse
 import ast
+import functools
+import hashlib
 import json
 import os
 import shutil
@@ -52,11 +54,64 @@ def data_overrides(args: argparse.Namespace) -> Dict[str, Any]:
     return overrides
 
 
-def cell_spec(cell: grid.Cell, args: argparse.Namespace, scratch: Path) -> Dict[str, Any]:
+@functools.lru_cache(maxsize=None)
+def needs_pretrained_cf(model: str) -> bool:
+    """Whether `model` is a two-stage baseline that reads pre-trained warm CF embeddings (pretrained_cf_dir)."""
+    from recbole_milk.pretrained import CONFIG_KEY
+    from recbole_milk.utils import get_model
+
+    return CONFIG_KEY in getattr(get_model(model), "option_rules", {})
+
+
+def pretrained_cf_folder(args: argparse.Namespace) -> Path:
+    """The grid's warm CF embeddings: one folder per dataset, data options and stage-1 config."""
+    settings = {**data_overrides(args), **grid.PROFILES[args.profile].pretrained_cf, "dataset": args.dataset,
+                "config_files": args.config_files}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(args.scratch) / "pretrained_cf" / f"{args.dataset}-{digest}"
+
+
+def ensure_pretrained_cf(args: argparse.Namespace) -> Optional[str]:
+    """Export the warm CF embeddings of the grid's split once (stage 1); the folder, or None if the export failed.
+
+    The export writes its folder atomically, so a folder with meta.json is complete and is reused by later cells,
+    by a resumed grid and by a second runner.
+    """
+    folder = pretrained_cf_folder(args)
+    if (folder / "meta.json").exists():
+        return str(folder)
+    work = folder.parent / f"{folder.name}.work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    overrides = {**data_overrides(args), **grid.PROFILES[args.profile].pretrained_cf, "show_progress": False,
+                 "log_dir": str(work / "log"), "tensorboard_dir": str(work / "log_tensorboard"),
+                 "checkpoint_dir": str(work / "saved")}
+    command = [sys.executable, str(REPO / "dataset_prep" / "export_cf_embeddings.py"), f"--dataset={args.dataset}",
+               f"--output={folder}"]
+    if args.config_files:
+        command.append("--config_files=" + " ".join(os.path.abspath(path) for path in args.config_files.split()))
+    command += [f"--{key}={value}" for key, value in overrides.items()]
+    print(f"  stage 1 of the two-stage baselines: warm BPR embeddings -> {folder}", flush=True)
+    start = time.time()
+    with open(work / "output.txt", "w") as output:
+        code = subprocess.run(command, cwd=work, stdout=output, stderr=subprocess.STDOUT,
+                              env=cell_env(args)).returncode
+    if code != 0 or not (folder / "meta.json").exists():
+        print(f"  stage 1 FAILED ({code}); see {work}/output.txt", flush=True)
+        return None
+    shutil.rmtree(work / "saved", ignore_errors=True)
+    print(f"  stage 1 done in {time.time() - start:.0f}s", flush=True)
+    return str(folder)
+
+
+def cell_spec(cell: grid.Cell, args: argparse.Namespace, scratch: Path,
+              pretrained_cf_dir: Optional[str] = None) -> Dict[str, Any]:
     """Model, dataset and the complete config_dict of one cell; its logs and checkpoints go to `scratch`."""
     dataset = args.dataset
     config = data_overrides(args)
     config.update(dict(cell.overrides))
+    if pretrained_cf_dir:
+        config["pretrained_cf_dir"] = pretrained_cf_dir
     if cell.setting.startswith("x"):  # scaling rows read a duplicated copy of the dataset
         factor = int(cell.setting[1:])
         if factor > 1:
@@ -103,10 +158,15 @@ def code_version() -> str:
 
 def run_one(cell: grid.Cell, args: argparse.Namespace) -> Optional[Dict[str, Any]]:
     """Run `cell` in a fresh process; its record, or None if the process failed (the failure is logged)."""
+    pretrained_cf_dir = None
+    if needs_pretrained_cf(cell.model):
+        pretrained_cf_dir = ensure_pretrained_cf(args)
+        if pretrained_cf_dir is None:
+            return None
     scratch = Path(args.scratch) / "cells" / cell.name
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    spec = cell_spec(cell, args, scratch)
+    spec = cell_spec(cell, args, scratch, pretrained_cf_dir)
     (scratch / "spec.json").write_text(json.dumps(spec, indent=2))
     out_file = scratch / "measurements.json"
     start = time.time()

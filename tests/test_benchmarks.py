@@ -59,6 +59,20 @@ def test_tuned_cells_wait_for_tuning_then_use_its_parameters():
     assert len(tuned) == 10 and all(dict(c.overrides)["align_weight"] == 1.0 for c in tuned)
 
 
+def test_baselines_block_runs_all_nine_on_three_seeds_with_an_epoch_cap():
+    cells = grid.expand(grid.FULL, ["baselines"], dataset="tiktok")
+    assert {c.variant for c in cells} == set(grid.BASELINES) and len(grid.BASELINES) == 9
+    assert {c.seed for c in cells} == {2023, 2024, 2025} and {c.setting for c in cells} == {"FTMT", "MTMT"}
+    assert len(cells) == 9 * 2 * 3
+    duif = {c.key: dict(c.overrides) for c in cells}[("accuracy", "DUIF", "MTMT", 2024)]
+    assert duif["epochs"] == 100 and duif["missing_setting"] == "MTMT" and "invariance_weight" not in duif
+
+
+def test_two_stage_baselines_are_recognised_by_their_pretrained_option():
+    assert {m for m in grid.BASELINES if run.needs_pretrained_cf(m)} == {"DropoutNet", "Heater", "GAR", "GoRec"}
+    assert not run.needs_pretrained_cf("MILK") and not run.needs_pretrained_cf("BPR")
+
+
 def test_unknown_block_is_named():
     with pytest.raises(ValueError, match="nope"):
         grid.expand(grid.QUICK, ["nope"])
@@ -147,6 +161,41 @@ def test_cell_spec_points_scratch_and_data_options(tmp_path):
     assert config["missing_file"] == "/m.json" and config["checkpoint_dir"].startswith(str(tmp_path))
     curve = run.cell_spec(cells[("accuracy", "MILK", "test_missing=0.75", 2023)], args, tmp_path / "c2")
     assert "missing_file" not in curve["config_dict"]
+
+
+def test_two_stage_cells_share_one_stage_one_folder_per_split(tmp_path, monkeypatch):
+    args = run.parse_args(["run", "--profile=full", "--data_path=/data", "--cold_item_file=/split.json",
+                           f"--scratch={tmp_path}"])
+    folder = run.pretrained_cf_folder(args)
+    other = run.pretrained_cf_folder(run.parse_args(["run", "--profile=full", "--data_path=/data",
+                                                     f"--scratch={tmp_path}"]))
+    assert folder != other and folder.parent == other.parent  # another split, another export
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text("{}")
+
+    def no_export(*a, **k):
+        raise AssertionError("stage 1 ran although its folder is complete")
+
+    monkeypatch.setattr(run.subprocess, "run", no_export)
+    assert run.ensure_pretrained_cf(args) == str(folder)
+    cells = {c.key: c for c in grid.expand(grid.FULL, ["baselines"], dataset="tiktok")}
+    spec = run.cell_spec(cells[("accuracy", "GAR", "FTMT", 2023)], args, tmp_path / "cell", str(folder))
+    assert spec["model"] == "GAR" and spec["config_dict"]["pretrained_cf_dir"] == str(folder)
+    assert spec["config_dict"]["cold_item_file"] == "/split.json"
+
+
+def test_a_failed_stage_one_fails_its_cells_without_recording_them(tmp_path, monkeypatch):
+    class Failed:
+        returncode = 3
+
+    monkeypatch.setattr(run.subprocess, "run", lambda *a, **k: Failed())
+    results = str(tmp_path / "results.jsonl")
+    args = run.parse_args(["run", "--profile=full", "--blocks=baselines", f"--results={results}",
+                           f"--scratch={tmp_path}", "--no_report"])
+    cell = next(c for c in grid.expand(grid.FULL, ["baselines"]) if c.model == "Heater")
+    assert run.run_one(cell, args) is None
+    assert not (tmp_path / "cells" / cell.name).exists()  # the cell itself never started
+    assert read_results(results) == []
 
 
 # ----- measurements -----
