@@ -18,6 +18,7 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "w/o random": ("MILK", {"resample_envs": False}),
     "MILK zero-imputed": ("MILK", {"imputation": "zero"}),
     "MILK fusion=available": ("MILK", {"inference_fusion": "available"}),
+    "MILK sparse users": ("MILK", {"sparse_user_gradients": True}),
     "BPR": ("BPR", {}),
     "Random": ("Random", {}),
 }
@@ -113,13 +114,14 @@ FULL = Profile(
     blocks=[
         Block("table2-milk", ["MILK", "w/o both", "Random"], TABLE2_SETTINGS),
         Block("table2-baselines", ["BPR"], TABLE2_SETTINGS),
-        Block("cost", ["MILK", "w/o both"], ["FTMT"], experiment="cost", seeds=[2023]),
-        Block("scaling", ["MILK"], [f"x{s}" for s in SCALES], experiment="scaling", seeds=[2023],
-              extra={"epochs": 5, "eval_step": 5}),
+        Block("cost", ["MILK", "w/o both", "MILK sparse users"], ["FTMT"], experiment="cost", seeds=[2023]),
+        Block("scaling", ["MILK", "MILK sparse users"], [f"x{s}" for s in SCALES], experiment="scaling",
+              seeds=[2023], extra={"epochs": 5, "eval_step": 5}),
         Block("imputation", ["MILK zero-imputed", "MILK fusion=available"], ["FTMT", "MTMT"]),
         Block("ablations", ABLATIONS, ["FTMT", "FTFT"]),
         Block("curve", ["MILK", "w/o both"], [ratio_setting(r) for r in CURVE_RATIOS]),
         Block("tuned", [TUNED_VARIANT], ["FTMT", "MTMT"]),
+        Block("sparse-users", ["MILK sparse users"], ["FTMT"]),  # what lazy Adam on the user table costs in accuracy
         # Three seeds and at most 100 epochs (the minimum), to fit the CPU budget: nine models cost about
         # as much as the rest of the grid. Early stopping as everywhere else.
         Block("baselines", BASELINES, ["FTMT", "MTMT"], seeds=FULL_SEEDS[:3], extra={"epochs": 100}),

@@ -19,6 +19,7 @@ COMPARISON_VARIANTS = ("MILK", grid.TUNED_VARIANT, "w/o both", *grid.BASELINES, 
 ABLATION_VARIANTS = ("MILK", "w/o CMAM", "w/o CEIM", "w/o both", "w/o e=0", "w/o cs", "w/o random")
 IMPUTATION_VARIANTS = ("MILK", "MILK zero-imputed", "MILK fusion=available")
 CURVE_VARIANTS = ("MILK", "w/o both")
+SPARSE_VARIANTS = ("MILK", "MILK sparse users")
 ROBUSTNESS_FILE = "robustness.png"
 CURVE_FILE = "missing_ratio_curve.png"
 
@@ -185,21 +186,20 @@ def cost_table(acc: Dict) -> List[str]:
 
 
 def scaling_table(acc: Dict) -> List[str]:
-    runs = {}
+    runs: Dict[Tuple[str, int], Dict[str, Any]] = {}
     for (experiment, variant, setting), by_seed in acc.items():
         if experiment == "scaling" and by_seed:
-            runs[int(setting[1:])] = next(iter(by_seed.values()))
+            runs[(variant, int(setting[1:]))] = next(iter(by_seed.values()))
     if not runs:
         return []
-    base = runs.get(1)
     rows = []
-    for factor in sorted(runs):
-        r = runs[factor]
+    for variant, factor in sorted(runs, key=lambda key: (key[0] != "MILK", key)):
+        r, base = runs[(variant, factor)], runs.get((variant, 1))
         ratio = r["train_seconds_per_epoch"] / base["train_seconds_per_epoch"] if base else float("nan")
-        rows.append([f"x{factor}", _num(r.get("train_interactions"), 0), f"{r['train_seconds_per_epoch']:.2f}",
+        rows.append([variant, f"x{factor}", _num(r.get("train_interactions"), 0), f"{r['train_seconds_per_epoch']:.2f}",
                      f"{ratio:.2f}", _num(r.get("interactions_per_second"), 0), f"{r['peak_rss_mb']:.0f}"])
-    return _table(["interactions", "train interactions", "s / epoch", "epoch time vs x1", "interactions / s",
-                   "peak RSS (MB)"], rows)
+    return _table(["variant", "interactions", "train interactions", "s / epoch", "epoch time vs x1",
+                   "interactions / s", "peak RSS (MB)"], rows)
 
 
 def _num(value: Optional[float], digits: int) -> str:
@@ -299,6 +299,8 @@ def readme_section(records: List[Dict[str, Any]], profile: grid.Profile, tuned: 
         ("Default vs tuned MILK" + (f" (tuned on valid: {tuned})" if tuned else ""), tuned_table(acc, tuned)),
         ("Cost", cost_table(acc)),
         ("Scaling: epoch time on the interactions duplicated with synthetic users", scaling_table(acc)),
+        ("Lazy Adam on the user table (`sparse_user_gradients: true`): accuracy",
+         variant_table(acc, SPARSE_VARIANTS, ("FTMT",))),
         ("Grid progress", progress_table(records, profile, tuned)),
     ]
     for heading, table in tables:
@@ -328,6 +330,8 @@ def write_report(records: List[Dict[str, Any]], out_dir: str, profile: grid.Prof
         ("Default vs tuned MILK" + (f" (tuned: {tuned})" if tuned else ""), tuned_table(acc, tuned)),
         ("Cost (same machine, same grid run)", cost_table(acc)),
         ("Scaling: MILK epoch time on duplicated interactions", scaling_table(acc)),
+        ("Lazy Adam on the user table (sparse_user_gradients: true): test accuracy",
+         variant_table(acc, SPARSE_VARIANTS, ("FTMT",))),
         ("Grid progress", progress_table(records, profile, tuned)),
     ]
     lines = [f"# Benchmark results{': ' + title if title else ''}", "",

@@ -54,6 +54,26 @@ def locked(path: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def forget_results(path: str, keys: set) -> int:
+    """Remove the records of `keys` (so the runner measures those cells again); the number removed.
+
+    The file is rewritten to a temporary name and renamed under the runners' lock, so a runner appending meanwhile
+    waits and a kill leaves either the old or the new file.
+    """
+    if not os.path.exists(path):
+        return 0
+    with locked(path):
+        records = read_results(path)
+        kept = [record for record in records if record_key(record) not in keys]
+        temporary = f"{path}.tmp{os.getpid()}"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(record, sort_keys=True) + "\n" for record in kept)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    return len(records) - len(kept)
+
+
 def append_result(path: str, record: Dict[str, Any]) -> bool:
     """Append `record` unless its key is already there; True if it was written. Durable on return."""
     line = json.dumps(record, sort_keys=True)

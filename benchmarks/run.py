@@ -6,6 +6,7 @@
         --missing_file=../shared/data/tiktok/reference_missing.json --results=benchmarks/results/results.jsonl
     python -m benchmarks.run tune --dataset=tiktok --data_path=/tmp/data ...   # run_hyper.py on the valid split
     python -m benchmarks.run report --results=benchmarks/results/results.jsonl
+    python -m benchmarks.run forget --blocks=cost,scaling ...   # drop those records; the next run re-measures them
 
 Every cell runs in its own process through run_recbole_milk. Its record is appended to the results file as soon as
 it finishes, and cells already there are skipped, so a killed grid resumes where it stopped. `run` ends with a
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from benchmarks import grid, scaling
-from benchmarks.results import append_result, done_keys, read_results
+from benchmarks.results import append_result, done_keys, forget_results, read_results
 
 REPO = Path(__file__).resolve().parent.parent
 SPLIT_SEED = 2023  # one split and one set of simulated masks for every cell; seeds vary model init and sampling
@@ -265,6 +266,18 @@ def command_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_forget(args: argparse.Namespace) -> int:
+    """Drop the recorded cells of --blocks, so that the next `run` measures them again (e.g. timings on a quiet
+    machine)."""
+    if not args.blocks:
+        raise SystemExit("forget needs --blocks=NAME[,NAME...]: the blocks whose recorded cells to drop")
+    keys = {cell.key for cell in grid.expand(grid.PROFILES[args.profile], args.blocks.split(","),
+                                             read_tuned(args.results), args.dataset)}
+    removed = forget_results(args.results, keys)
+    print(f"removed {removed} records of {args.blocks} from {args.results}; `run` measures them again")
+    return 0
+
+
 def reproduce_commands(args: argparse.Namespace) -> List[str]:
     """The commands behind this results file, with paths relative to the repository where they lie inside it."""
     def rel(path: str) -> str:
@@ -307,7 +320,7 @@ def command_report(args: argparse.Namespace) -> int:
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("run", "tune", "report"))
+    parser.add_argument("command", choices=("run", "tune", "report", "forget"))
     parser.add_argument("--profile", choices=sorted(grid.PROFILES), default="quick")
     parser.add_argument("--dataset", default=None, help="default: tiktok for full, ml-100k-mm for quick")
     parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: RecBole's/plugin's)")
@@ -334,7 +347,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    return {"run": command_run, "tune": command_tune, "report": command_report}[args.command](args)
+    commands = {"run": command_run, "tune": command_tune, "report": command_report, "forget": command_forget}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,30 @@ def _check_modalities(config: Dict[str, Any]) -> None:
             f"({sorted(modalities)}); use the same names in both.")
 
 
+SPARSE_GRADIENTS_KEY = "sparse_user_gradients"
+
+
+def _check_sparse_gradients(config: Dict[str, Any], model_class: Any) -> None:
+    # Lazy Adam (torch.optim.SparseAdam) has no weight decay, and gradient clipping and AMP scaling need dense
+    # gradients; say so now rather than fail in the first training step.
+    if config.get(SPARSE_GRADIENTS_KEY) is not True or SPARSE_GRADIENTS_KEY not in getattr(model_class, "option_rules", {}):
+        return
+    conflicts = []
+    if str(config.get("learner", "adam")).lower() != "adam":
+        conflicts.append(f"learner = {config.get('learner')!r} (must be adam)")
+    if config.get("weight_decay"):
+        conflicts.append(f"weight_decay = {config.get('weight_decay')!r} (must be 0; use reg_weight)")
+    if config.get("clip_grad_norm"):
+        conflicts.append(f"clip_grad_norm = {config.get('clip_grad_norm')!r} (must be ~)")
+    if config.get("enable_scaler"):
+        conflicts.append("enable_scaler = True (must be False)")
+    if conflicts:
+        raise ConfigError(
+            f"Option '{SPARSE_GRADIENTS_KEY}' = True cannot be combined with " + ", ".join(conflicts)
+            + f": the user table is then trained by lazy Adam. Change those options or set {SPARSE_GRADIENTS_KEY}: "
+            "false.")
+
+
 def validate_options(config: Dict[str, Any], model_class: Any = None) -> None:
     """Raise ConfigError for the first invalid plugin option in `config`."""
     _check(config, COMMON_RULES, "")
@@ -123,4 +147,5 @@ def validate_options(config: Dict[str, Any], model_class: Any = None) -> None:
     model_rules = getattr(model_class, "option_rules", None)
     if model_rules:
         _check(config, model_rules, f" for model {model_class.__name__}")
+    _check_sparse_gradients(config, model_class)
 

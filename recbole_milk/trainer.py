@@ -22,6 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from recbole_milk.atomic import atomic_write, remove_stale_temporaries
 from recbole_milk.evaluation import GroupMetricAccumulator, break_ties_at_random, restrict_to_candidates
+from recbole_milk.optim import DenseSparseAdam, sparse_embedding_weights
 from recbole_milk.options import ConfigError
 
 RECBOLE_TENSORBOARD_DIR = "log_tensorboard"
@@ -147,6 +148,17 @@ class NewItemTrainerMixin:
         if os.path.isdir(RECBOLE_TENSORBOARD_DIR) and not os.listdir(RECBOLE_TENSORBOARD_DIR):
             os.rmdir(RECBOLE_TENSORBOARD_DIR)
         self.tensorboard = SummaryWriter(os.path.join(target_root, name))
+
+    def _build_optimizer(self, **kwargs):
+        # Models with sparse-gradient embedding tables (MILK's sparse_user_gradients) get lazy Adam on those tables;
+        # the options it cannot combine with (learner, weight_decay, clip_grad_norm) are rejected by the Config.
+        params = list(kwargs.pop("params", self.model.parameters()))
+        sparse_ids = {id(weight) for weight in sparse_embedding_weights(self.model)}
+        sparse = [p for p in params if id(p) in sparse_ids]
+        if not sparse:
+            return super()._build_optimizer(params=params, **kwargs)
+        dense = [p for p in params if id(p) not in sparse_ids]
+        return DenseSparseAdam(dense, sparse, lr=kwargs.pop("learning_rate", self.learning_rate))
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._epoch = epoch_idx

@@ -91,6 +91,18 @@ def test_append_is_idempotent_per_key_and_survives_a_torn_line(tmp_path):
     assert [(r["seed"], r["test_result"]["ndcg@20"]) for r in records] == [(2023, 0.01), (2024, 0.01)]
 
 
+def test_forget_drops_only_the_chosen_blocks_records(tmp_path):
+    results = str(tmp_path / "results.jsonl")
+    for record in (_record("MILK", "x1", experiment="scaling"), _record("MILK", "FTMT"),
+                   _record("MILK", "FTMT", experiment="cost")):
+        append_result(results, record)
+    args = run.parse_args(["forget", "--profile=full", "--blocks=scaling,cost", f"--results={results}"])
+    assert run.command_forget(args) == 0
+    assert [(r["experiment"], r["setting"]) for r in read_results(results)] == [("accuracy", "FTMT")]
+    with pytest.raises(SystemExit, match="--blocks"):
+        run.command_forget(run.parse_args(["forget", f"--results={results}"]))
+
+
 def test_read_dedupes_a_run_recorded_twice(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps(_record(ndcg20=0.01)) + "\n" + json.dumps(_record(ndcg20=0.02)) + "\n")
@@ -248,6 +260,15 @@ def test_robustness_loss_is_paired_by_seed():
     acc = report.index(_fake_results())
     assert report.robustness_losses(acc, "MILK") == [pytest.approx(0.25), pytest.approx(0.1)]
     assert report.robustness_losses(acc, "w/o both") == []
+
+
+def test_scaling_rows_compare_each_variant_with_its_own_x1():
+    records = [_record(variant, f"x{factor}", experiment="scaling", train_seconds_per_epoch=seconds)
+               for variant, factor, seconds in (("MILK", 1, 1.0), ("MILK", 4, 8.0), ("MILK sparse users", 1, 0.5),
+                                                ("MILK sparse users", 4, 2.0))]
+    rows = report.scaling_table(report.index(records))
+    assert rows[2].startswith("| MILK | x1 |") and "| 8.00 | 8.00 |" in rows[3]
+    assert rows[5].startswith("| MILK sparse users | x4 |") and "| 2.00 | 4.00 |" in rows[5]
 
 
 def test_report_writes_tables_and_figures(tmp_path):

@@ -333,6 +333,25 @@ def test_gradients_reach_every_extractor_and_the_user_embedding():
     assert grad[others].abs().sum() == 0
 
 
+def test_sparse_user_gradients_hold_only_the_batch_users():
+    dense, sparse = make_model(), make_model(sparse_user_gradients=True)
+    for model in (dense, sparse):
+        model.calculate_loss(batch(*TRAIN_BATCH)).backward()
+    grad = sparse.user_embedding.weight.grad
+    assert grad.is_sparse and not dense.user_embedding.weight.grad.is_sparse
+    assert set(grad.coalesce().indices()[0].tolist()) == set(TRAIN_BATCH[0])
+    assert torch.allclose(grad.to_dense(), dense.user_embedding.weight.grad)  # same gradient, other storage
+
+
+@pytest.mark.parametrize("conflict", [{"learner": "sgd"}, {"weight_decay": 0.01}, {"clip_grad_norm": {"max_norm": 5}},
+                                      {"enable_scaler": True}])
+def test_sparse_user_gradients_reject_what_lazy_adam_cannot_do(conflict):
+    config = dict(yaml.safe_load(MILK_YAML.read_text()), sparse_user_gradients=True, **conflict)
+    with pytest.raises(ConfigError, match=f"sparse_user_gradients.*{next(iter(conflict))}"):
+        validate_options(config, MILK)
+    validate_options(dict(config, sparse_user_gradients=False), MILK)
+
+
 def test_training_step_projects_only_the_batch_items(monkeypatch):
     model = make_model()
     seen = []

@@ -50,6 +50,15 @@ def test_checkpoint_round_trip_on_current_torch(toy):
     assert config["model"] == "MILK" and len(test_data) > 0
 
 
+def test_sparse_user_gradients_train_with_lazy_adam_and_reload(toy):
+    result = run_recbole_milk("MILK", toy["dataset"], config_dict=dict(toy, sparse_user_gradients=True))
+    checkpoint = torch.load(result["saved_model_file"], weights_only=False)
+    states = checkpoint["optimizer"]["optimizers"]  # dense Adam, then SparseAdam on the user table
+    assert len(states) == 2 and len(states[1]["param_groups"][0]["params"]) == 1
+    _, model, _, _, _, _ = load_data_and_model(result["saved_model_file"])
+    assert model.user_embedding.sparse and result["test_result"]["ndcg@10"] >= 0
+
+
 def test_reloaded_model_reproduces_the_test_metrics(toy):
     from recbole_milk.trainer import get_trainer
 

@@ -70,6 +70,13 @@ def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(toy, monkeypatch
     assert not glob.glob(os.path.join(toy["checkpoint_dir"], "*.resume-*.pth"))  # finished runs keep no resume point
 
 
+def test_a_resumed_run_with_lazy_adam_on_users_is_bit_identical(toy, monkeypatch):
+    config = dict(toy, sparse_user_gradients=True)
+    uninterrupted = run_recbole_milk("MILK", "toy", config_dict=config)
+    resumed = interrupted_then_resumed(monkeypatch, "MILK", config, 3)
+    assert_same_run(uninterrupted, resumed)
+
+
 def test_resuming_without_the_random_streams_would_not_be_identical(toy, monkeypatch):
     # The control that shows the test above can fail: restore everything but the random streams.
     uninterrupted = run_recbole_milk("MILK", "toy", config_dict=toy)
