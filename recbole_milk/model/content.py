@@ -98,6 +98,20 @@ def prepare_modalities(
     return prepared
 
 
+def check_item_inputs(features: Sequence[torch.Tensor], availability: torch.Tensor, modality_names: Sequence[str],
+                      device: torch.device) -> torch.Tensor:
+    """Check freshly uploaded items' raw rows (n, d_m) per modality against availability (n, M); the availability
+    as a bool tensor on `device`."""
+    count = len(modality_names)
+    if len(features) != count or availability.shape != (features[0].shape[0], count):
+        raise ValueError(
+            f"encode_items expects {count} feature matrices ({list(modality_names)}) with the same number of rows "
+            f"and availability of shape (rows, {count}); got {len(features)} matrices and availability of shape "
+            f"{tuple(availability.shape)}."
+        )
+    return availability.to(device).bool()
+
+
 def mlp(input_size: int, hidden_sizes: Sequence[int], output_size: int, activation: str) -> nn.Sequential:
     """Affine layers input -> hidden_sizes... -> output with `activation` between them (none after the last)."""
     sizes = [input_size, *hidden_sizes, output_size]
@@ -232,13 +246,7 @@ class ContentRecommender(GeneralRecommender):
     def encode_items(self, features: Sequence[torch.Tensor], availability: torch.Tensor) -> torch.Tensor:
         """Representations of freshly uploaded items from raw per-modality rows (n, d_m) and availability (n, M);
         rows of missing modalities may hold anything. They are new items: content only."""
-        if len(features) != self.num_modalities or availability.shape != (features[0].shape[0], self.num_modalities):
-            raise ValueError(
-                f"encode_items expects {self.num_modalities} feature matrices ({self.modality_names}) with the same "
-                f"number of rows and availability of shape (rows, {self.num_modalities}); got {len(features)} "
-                f"matrices and availability of shape {tuple(availability.shape)}."
-            )
-        availability = availability.to(self.item_availability.device).bool()
+        availability = check_item_inputs(features, availability, self.modality_names, self.item_availability.device)
         return self.represent_items(self.prepare_content(features, availability))
 
     def user_embeddings(self, users: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -15,7 +15,14 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization
 from recbole.utils import InputType
 
-from recbole_milk.options import BOOLEAN, NON_NEGATIVE, ConfigError, in_range, one_of, positive_int
+from recbole_milk.model.content import (
+    ItemRepresentationCache,
+    check_item_inputs,
+    prepare_modalities,
+    read_modalities,
+    read_options,
+)
+from recbole_milk.options import BOOLEAN, NON_NEGATIVE, in_range, one_of, positive_int
 
 
 def _log_gamma_samples(concentration: float, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -156,7 +163,7 @@ class MILK(GeneralRecommender):
 
     def __init__(self, config: Any, dataset: Any):
         super().__init__(config, dataset)
-        options = self._read_options(config)
+        options = read_options(type(self), config)
         self.embedding_size = options["embedding_size"]
         self.reg_weight = float(options["reg_weight"])
         self.invariance_weight = float(options["invariance_weight"])
@@ -167,7 +174,7 @@ class MILK(GeneralRecommender):
         self.normalize_features = options["normalize_features"]
         self.inference_fusion = options["inference_fusion"]
 
-        features, availability, fills = self._read_modalities(dataset)
+        features, availability, fills = read_modalities(dataset, self.n_items, "MILK", self.min_modalities)
         self.modality_names = list(dataset.modality_names)
         self.num_modalities = len(features)
 
@@ -193,52 +200,9 @@ class MILK(GeneralRecommender):
             resample=options["resample_envs"],
             seed=config["seed"] or 0,
         )
-        self._item_cache: Optional[torch.Tensor] = None
-        self._item_cache_key: Optional[tuple] = None
+        self._item_cache = ItemRepresentationCache()
 
     # ----- construction helpers -------------------------------------------------------------------------------
-
-    @classmethod
-    def _read_options(cls, config: Any) -> Dict[str, Any]:
-        options = {}
-        for key, (check, allowed) in cls.option_rules.items():
-            value = config[key]
-            if value is None:
-                raise ConfigError(
-                    f"Option '{key}' is missing for model MILK: build the config with recbole_milk.config.Config, "
-                    "which loads properties/model/MILK.yaml, or set it in your config."
-                )
-            if not check(value):
-                raise ConfigError(f"Option '{key}' = {value!r} is invalid for model MILK: it must be {allowed}.")
-            options[key] = value
-        return options
-
-    def _read_modalities(self, dataset: Any) -> Tuple[List[torch.Tensor], torch.Tensor, List[torch.Tensor]]:
-        features = [torch.as_tensor(x, dtype=torch.float32) for x in dataset.item_features]
-        if len(features) < 2:
-            raise ValueError(
-                f"MILK needs at least 2 modalities, but the dataset has {len(features)} "
-                f"({list(getattr(dataset, 'modality_names', []))}); list two or more feature files under the "
-                "'modalities' option, or use a single-modality content model."
-            )
-        availability = torch.as_tensor(dataset.item_availability).bool()
-        fills = [torch.as_tensor(v, dtype=torch.float32) for v in dataset.imputation_values]
-        names = list(dataset.modality_names)
-        if availability.shape != (self.n_items, len(features)) or len(fills) != len(features) or len(names) != len(
-            features
-        ):
-            raise ValueError(
-                f"MILK got inconsistent modality data: {len(features)} feature matrices, {len(names)} names, "
-                f"{len(fills)} imputation vectors and availability of shape {tuple(availability.shape)}; expected "
-                f"one of each per modality and availability of shape ({self.n_items}, {len(features)})."
-            )
-        for name, x, fill in zip(names, features, fills):
-            if x.dim() != 2 or x.shape[0] != self.n_items or fill.shape != (x.shape[1],):
-                raise ValueError(
-                    f"MILK: modality '{name}' has features of shape {tuple(x.shape)} and an imputation vector of "
-                    f"shape {tuple(fill.shape)}; expected ({self.n_items}, d) rows by internal item id and (d,)."
-                )
-        return features, availability, fills
 
     def _buffers_of(self, prefix: str) -> List[torch.Tensor]:
         return [getattr(self, f"{prefix}_{m}") for m in range(self.num_modalities)]
@@ -248,14 +212,7 @@ class MILK(GeneralRecommender):
     def prepare_features(self, features: Sequence[torch.Tensor], availability: torch.Tensor) -> List[torch.Tensor]:
         """The extractors' inputs: missing rows replaced by the modality's imputation value, then (if
         normalize_features) every row scaled to unit L2 norm; an all-zero row stays zero."""
-        fills = self._buffers_of("imputation_value")
-        prepared = []
-        for m, (rows, fill) in enumerate(zip(features, fills)):
-            rows = rows.to(device=fill.device, dtype=torch.float32)
-            rows = torch.where(availability[:, m : m + 1].to(fill.device), rows, fill)
-            # In float64: the float32 norm of a row with entries above ~1e19 overflows and zeroes the whole row.
-            prepared.append(F.normalize(rows.double(), dim=1).float() if self.normalize_features else rows)
-        return prepared
+        return prepare_modalities(features, availability, self._buffers_of("imputation_value"), self.normalize_features)
 
     def extract(self, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
         """Per-modality embeddings c^m of shape (n, M, D) from prepared feature rows."""
@@ -275,13 +232,7 @@ class MILK(GeneralRecommender):
 
         Rows of missing modalities may hold anything (zeros, NaN): they are replaced by the imputation value.
         """
-        if len(features) != self.num_modalities or availability.shape != (features[0].shape[0], self.num_modalities):
-            raise ValueError(
-                f"encode_items expects {self.num_modalities} feature matrices ({self.modality_names}) with the same "
-                f"number of rows and availability of shape (rows, {self.num_modalities}); got {len(features)} "
-                f"matrices and availability of shape {tuple(availability.shape)}."
-            )
-        availability = availability.to(self.item_availability.device).bool()
+        availability = check_item_inputs(features, availability, self.modality_names, self.item_availability.device)
         return self.fuse(self.extract(self.prepare_features(features, availability)), availability)
 
     def _encode_item_ids(self, items: torch.Tensor) -> torch.Tensor:
@@ -294,15 +245,7 @@ class MILK(GeneralRecommender):
     def item_representations(self) -> torch.Tensor:
         """Representations of all items (n_items, D). In eval mode they are computed once and reused until the
         model switches mode, its parameters change (optimizer step, load_state_dict) or it moves device."""
-        if self.training:
-            return self._encode_all_items()
-        # Any in-place update of a parameter (optimizer step, load_state_dict) bumps its version counter.
-        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
-        if self._item_cache is None or self._item_cache_key != key:
-            with torch.no_grad():
-                self._item_cache = self._encode_all_items()
-            self._item_cache_key = key
-        return self._item_cache
+        return self._item_cache.get(self, self._encode_all_items)
 
     def user_embeddings(self, users: Optional[torch.Tensor] = None) -> torch.Tensor:
         """User embeddings: all of them (n_users, D), or the rows of `users`."""
@@ -316,8 +259,8 @@ class MILK(GeneralRecommender):
         self.environments.generator.set_state(state["environments"].cpu())
 
     def train(self, mode: bool = True) -> "MILK":
-        self._item_cache = None
-        self._item_cache_key = None
+        if mode:  # training resumes: drop the cached table (eval() keeps it while nothing changed)
+            self._item_cache.clear()
         return super().train(mode)
 
     # ----- RecBole model contract ------------------------------------------------------------------------------
