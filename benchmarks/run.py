@@ -146,11 +146,14 @@ def cell_env(args: argparse.Namespace) -> Dict[str, str]:
 
 
 def code_version() -> str:
-    """The checkout's commit (with "+dirty" for uncommitted changes), so each record says which code produced it."""
+    """The checkout's commit (with "+dirty" for uncommitted changes), so each record says which code produced it.
+
+    Committed results (benchmarks/results/) do not count as changes: the runner itself appends to them."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results"], cwd=REPO,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
