@@ -273,19 +273,23 @@ mean-imputed from warm rows. Candidates are all 1,342 new items. Early stopping 
 patience 3, at most 300 epochs; test at the best valid epoch. Seeds 2023-2027 vary model initialisation, negative
 sampling and MILK's environment draws; the split and masks are the same in every run (the missing-ratio curve
 simulates its masks with split_seed 2023). MILK uses the paper's TikTok values (invariance_weight 50, align_weight
-0.5, dirichlet_alpha 0.1) unless marked tuned. The nine new-item baselines use their yaml defaults, 3 seeds and
-at most 100 epochs; the two-stage ones (DropoutNet, Heater, GAR, GoRec) read warm BPR embeddings that the runner
-exports once (100 epochs, seed 2023, warm items only) on the same split. Every run is its own process with one torch thread, on a shared
-2-core CPU machine. "w/o both" is MILK with both modules off: content-only BPR on the equal-weight fusion (DUIF-style).
+0.5, dirichlet_alpha 0.1) unless marked tuned. The nine new-item baselines use their yaml defaults, 3 seeds and at
+most 100 epochs; the two-stage ones (DropoutNet, Heater, GAR, GoRec) read warm BPR embeddings that the runner
+exports once (100 epochs, seed 2023, warm items only) on the same split. Every run is its own process with one
+torch thread, on a shared 2-core CPU machine. "w/o both" is MILK with both modules off: content-only BPR on the
+equal-weight fusion (DUIF-style). BPR and Random ignore content, so their rows are the same in every setting.
 """
 
 
 def readme_section(records: List[Dict[str, Any]], profile: grid.Profile, tuned: Optional[Dict[str, Any]],
-                   figure_dir: str, commands: Sequence[str]) -> str:
-    """The README's "Results" section: setup, commands, the main tables and the figures, from the same records."""
+                   figure_dir: str, commands: Sequence[str], embedded: bool = False) -> str:
+    """The README's "Results" section: setup, commands, the main tables and the figures, from the same records.
+
+    `embedded`: without the "## Results" heading and with table headings one level down, to sit under a
+    README subsection (see splice_readme)."""
     acc = index(records)
     robust, _ = robustness_table(acc, ABLATION_VARIANTS)
-    parts = ["## Results", "", README_SETUP, "Reproduce (the grid resumes where it stopped if killed):", "", "```bash",
+    parts = ([] if embedded else ["## Results", ""]) + [README_SETUP, "Reproduce (the grid resumes where it stopped if killed):", "", "```bash",
              *commands, "```", ""]
     tables = [
         ("Table 2: new-item test accuracy, mean ± std over seeds", table2(acc)),
@@ -303,8 +307,9 @@ def readme_section(records: List[Dict[str, Any]], profile: grid.Profile, tuned: 
          variant_table(acc, SPARSE_VARIANTS, ("FTMT",))),
         ("Grid progress", progress_table(records, profile, tuned)),
     ]
+    marks = "####" if embedded else "###"
     for heading, table in tables:
-        parts += [f"### {heading}", "", *(table or ["not run yet"]), ""]
+        parts += [f"{marks} {heading}", "", *(table or ["not run yet"]), ""]
         if heading.startswith("Robustness") and table:
             parts += [f"![robustness]({figure_dir}/{ROBUSTNESS_FILE})", ""]
         if heading.startswith("NDCG@20 against") and table:
@@ -347,6 +352,20 @@ def write_report(records: List[Dict[str, Any]], out_dir: str, profile: grid.Prof
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README_BEGIN = "<!-- benchmark results: written by `python -m benchmarks.run report --readme=README.md`; do not edit -->"
+README_END = "<!-- end of benchmark results -->"
+
+
+def splice_readme(readme: str, section: str) -> None:
+    """Replace what lies between README_BEGIN and README_END in `readme` by `section` (atomically)."""
+    with open(readme, encoding="utf-8") as handle:
+        text = handle.read()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        raise SystemExit(f"{readme} has no benchmark block: put the lines\n{README_BEGIN}\n{README_END}\nwhere the "
+                         "results should go, then run report --readme again.")
+    head = text[: begin + len(README_BEGIN)]
+    _write_text(readme, head + "\n\n" + section.strip("\n") + "\n\n" + text[end:])
 
 
 def _inside(path: str, root: str) -> bool:

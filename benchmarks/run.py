@@ -5,7 +5,7 @@
         --cold_item_file=../shared/data/tiktok/reference_split.json \\
         --missing_file=../shared/data/tiktok/reference_missing.json --results=benchmarks/results/results.jsonl
     python -m benchmarks.run tune --dataset=tiktok --data_path=/tmp/data ...   # run_hyper.py on the valid split
-    python -m benchmarks.run report --results=benchmarks/results/results.jsonl
+    python -m benchmarks.run report --results=benchmarks/results/results.jsonl --readme=README.md
     python -m benchmarks.run forget --blocks=cost,scaling ...   # drop those records; the next run re-measures them
 
 Every cell runs in its own process through run_recbole_milk. Its record is appended to the results file as soon as
@@ -307,16 +307,23 @@ def reproduce_commands(args: argparse.Namespace) -> List[str]:
                        f"python -m benchmarks.run run --profile={args.profile} $DATA",
                        f"python -m benchmarks.run tune --profile={args.profile} $DATA --max_evals={max_evals}",
                        f"python -m benchmarks.run run --profile={args.profile} $DATA   # again: adds the tuned cells",
-                       f"python -m benchmarks.run report --profile={args.profile} $DATA"]
+                       f"python -m benchmarks.run report --profile={args.profile} $DATA"
+                       + (f" --readme={rel(args.readme)}" if getattr(args, "readme", None) else "")]
 
 
 def command_report(args: argparse.Namespace) -> int:
-    from benchmarks.report import write_report
+    from benchmarks.report import readme_section, splice_readme, write_report
 
     out_dir = args.out or os.path.dirname(os.path.abspath(args.results))
     records = read_results(args.results)
-    files = write_report(records, out_dir, grid.PROFILES[args.profile], title=f"{args.dataset}, {args.profile} profile",
-                         tuned=read_tuned(args.results), commands=reproduce_commands(args))
+    profile, tuned, commands = grid.PROFILES[args.profile], read_tuned(args.results), reproduce_commands(args)
+    files = write_report(records, out_dir, profile, title=f"{args.dataset}, {args.profile} profile", tuned=tuned,
+                         commands=commands)
+    if args.readme:
+        readme_dir = os.path.dirname(os.path.abspath(args.readme))
+        figure_dir = os.path.relpath(out_dir, readme_dir)
+        splice_readme(args.readme, readme_section(records, profile, tuned, figure_dir, commands, embedded=True))
+        files.append(args.readme)
     print("report:", *files, sep="\n  ")
     return 0
 
@@ -333,6 +340,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--results", default=None, help="results .jsonl (default benchmarks/out/<profile>/results.jsonl)")
     parser.add_argument("--scratch", default=None, help="per-cell logs and synthetic datasets (default benchmarks/out/<profile>)")
     parser.add_argument("--out", default=None, help="report folder (default: the results file's folder)")
+    parser.add_argument("--readme", default=None, help="report: also write the results into this README's benchmark "
+                                                       "block (between its marker lines)")
     parser.add_argument("--blocks", default=None, help="comma-separated blocks of the profile to run (default all)")
     parser.add_argument("--cell_timeout", type=float, default=None, help="seconds before a cell is killed")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell (default 1)")

@@ -271,6 +271,25 @@ def test_scaling_rows_compare_each_variant_with_its_own_x1():
     assert rows[5].startswith("| MILK sparse users | x4 |") and "| 2.00 | 4.00 |" in rows[5]
 
 
+def test_report_splices_the_readme_block_only(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\nintro\n{report.README_BEGIN}\nold table\n{report.README_END}\n## Next\nkept\n")
+    results = tmp_path / "out" / "results.jsonl"
+    for record in _fake_results():
+        append_result(str(results), record)
+    args = run.parse_args(["report", "--profile=full", f"--results={results}", f"--readme={readme}"])
+    assert run.command_report(args) == 0
+    text = readme.read_text()
+    assert text.startswith("# Title\nintro\n") and text.endswith(f"{report.README_END}\n## Next\nkept\n")
+    assert "old table" not in text and "## Results" not in text
+    assert "#### Table 2" in text and "| FTMT | MILK | 0.0100 ± 0.0000" in text
+    assert f"](out/{report.ROBUSTNESS_FILE})" in text  # figures linked relative to the README
+    readme.write_text("# no block\n")
+    with pytest.raises(SystemExit, match="no benchmark block"):
+        run.command_report(args)
+    assert readme.read_text() == "# no block\n"
+
+
 def test_report_writes_tables_and_figures(tmp_path):
     files = report.write_report(_fake_results(), str(tmp_path), grid.FULL)
     text = (tmp_path / "results.md").read_text()
