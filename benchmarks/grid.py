@@ -122,8 +122,8 @@ FULL = Profile(
         Block("curve", ["MILK", "w/o both"], [ratio_setting(r) for r in CURVE_RATIOS]),
         Block("tuned", [TUNED_VARIANT], ["FTMT", "MTMT"]),
         Block("sparse-users", ["MILK sparse users"], ["FTMT"]),  # what lazy Adam on the user table costs in accuracy
-        # Three seeds and at most 100 epochs (the minimum), to fit the CPU budget: nine models cost about
-        # as much as the rest of the grid. Early stopping as everywhere else.
+        # Three seeds and at most 100 epochs, to fit a 2-core CPU budget: nine models cost about as much as the rest
+        # of the grid. Early stopping as everywhere else.
         Block("baselines", BASELINES, ["FTMT", "MTMT"], seeds=FULL_SEEDS[:3], extra={"epochs": 100}),
     ],
     # Cost: a fixed 20 epochs with one evaluation every 10, so both variants do the same work (scaling: 5 epochs).
