@@ -118,7 +118,8 @@ SPARSE_GRADIENTS_KEY = "sparse_user_gradients"
 def _check_sparse_gradients(config: Dict[str, Any], model_class: Any) -> None:
     # Lazy Adam (torch.optim.SparseAdam) has no weight decay, and gradient clipping and AMP scaling need dense
     # gradients; say so now rather than fail in the first training step.
-    if config.get(SPARSE_GRADIENTS_KEY) is not True or SPARSE_GRADIENTS_KEY not in getattr(model_class, "option_rules", {}):
+    declared = SPARSE_GRADIENTS_KEY in getattr(model_class, "option_rules", {})
+    if config.get(SPARSE_GRADIENTS_KEY) is not True or not declared:
         return
     conflicts = []
     if str(config.get("learner", "adam")).lower() != "adam":
