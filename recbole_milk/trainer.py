@@ -182,7 +182,7 @@ class NewItemTrainerMixin:
         if weights:
             advice.append("check the loss weights (" + ", ".join(f"{k}={v}" for k, v in sorted(weights.items())) + ")")
         advice.append("check the feature files for very large values and rescale or L2-normalise them")
-        if not self.config["clip_grad_norm"]:
+        if not self.config["clip_grad_norm"] and not self.config["sparse_user_gradients"]:
             advice.append("set clip_grad_norm, e.g. {max_norm: 5}")
         message = (f"Training loss is {value} at epoch {self._epoch} (model {self.config['model']}, dataset "
                    f"{self.config['dataset']}): training diverged and was stopped. Try: " + "; ".join(advice) + ".")
