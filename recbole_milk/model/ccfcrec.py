@@ -114,10 +114,7 @@ class CCFCRec(ContentRecommender):
         return self.user_embedding.weight if users is None else self.user_embedding(users)
 
     def represent_items(self, content: torch.Tensor, items: Optional[torch.Tensor] = None) -> torch.Tensor:
-        encoded = self.content_encoder(content)
-        if items is None:
-            return encoded
-        return torch.where(self.warm_items[items].unsqueeze(1), self.item_embedding(items), encoded)
+        return self.id_or_content(self.item_embedding, self.content_encoder(content), items)
 
     def calculate_loss(self, interaction: Any) -> torch.Tensor:
         pos_items, neg_items = interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]

@@ -102,10 +102,7 @@ class CLCRec(ContentRecommender):
         return self.user_embedding.weight if users is None else self.user_embedding(users)
 
     def represent_items(self, content: torch.Tensor, items: Optional[torch.Tensor] = None) -> torch.Tensor:
-        encoded = self.content_encoder(content)
-        if items is None:
-            return encoded
-        return torch.where(self.warm_items[items].unsqueeze(1), self.item_id_embedding(items), encoded)
+        return self.id_or_content(self.item_id_embedding, self.content_encoder(content), items)
 
     def calculate_loss(self, interaction: Any) -> torch.Tensor:
         users, pos_items = interaction[self.USER_ID], interaction[self.ITEM_ID]

@@ -226,6 +226,14 @@ class ContentRecommender(GeneralRecommender):
 
     # ----- shared inference ------------------------------------------------------------------------------------
 
+    def id_or_content(self, id_embedding: nn.Embedding, encoded: torch.Tensor,
+                      items: Optional[torch.Tensor]) -> torch.Tensor:
+        """`encoded` content representations, with the rows of warm `items` replaced by their ID embedding; all
+        content when `items` is None (new items)."""
+        if items is None:
+            return encoded
+        return torch.where(self.warm_items[items].unsqueeze(1), id_embedding(items), encoded)
+
     def _warm_mask(self, items: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """(n, 1) 1.0 for warm items, 0.0 for the others, in the dtype of `like`."""
         return self.warm_items[items].unsqueeze(1).to(like.dtype)
