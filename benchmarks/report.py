@@ -219,6 +219,13 @@ def progress_table(records: List[Dict[str, Any]], profile: grid.Profile, tuned: 
     return _table(["block", "cells done", "cells planned"], rows)
 
 
+def _save_figure(plt: Any, fig: Any, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def draw_figures(acc: Dict, bars: List[Tuple[str, List[float]]], out_dir: str) -> List[str]:
     try:
         import matplotlib
@@ -238,11 +245,7 @@ def draw_figures(acc: Dict, bars: List[Tuple[str, List[float]]], out_dir: str) -
         ax.set_ylabel("NDCG@20 loss FTFT → FTMT (%)")
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_title("Robustness: relative NDCG@20 loss (mean ± std over seeds)")
-        fig.tight_layout()
-        path = os.path.join(out_dir, ROBUSTNESS_FILE)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        files.append(path)
+        files.append(_save_figure(plt, fig, os.path.join(out_dir, ROBUSTNESS_FILE)))
     curves = {variant: curve_points(acc, variant) for variant in CURVE_VARIANTS}
     if any(len(points) > 1 for points in curves.values()):
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
@@ -257,11 +260,7 @@ def draw_figures(acc: Dict, bars: List[Tuple[str, List[float]]], out_dir: str) -
         ax.set_xticks(list(grid.CURVE_RATIOS))
         ax.legend()
         ax.set_title("NDCG@20 against the missing-modality ratio (mean ± std)")
-        fig.tight_layout()
-        path = os.path.join(out_dir, CURVE_FILE)
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        files.append(path)
+        files.append(_save_figure(plt, fig, os.path.join(out_dir, CURVE_FILE)))
     return files
 
 

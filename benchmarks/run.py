@@ -76,7 +76,7 @@ def ensure_pretrained_cf(args: argparse.Namespace) -> Optional[str]:
     """Export the warm CF embeddings of the grid's split once (stage 1); the folder, or None if the export failed.
 
     The export writes its folder atomically, so a folder with meta.json is complete and is reused by later cells,
-    by a resumed grid and by a second runner.
+    by a resumed grid and by a second runner. The BPR checkpoint that meta.json names stays in <folder>.work/saved.
     """
     folder = pretrained_cf_folder(args)
     if (folder / "meta.json").exists():
@@ -100,7 +100,6 @@ def ensure_pretrained_cf(args: argparse.Namespace) -> Optional[str]:
     if code != 0 or not (folder / "meta.json").exists():
         print(f"  stage 1 FAILED ({code}); see {work}/output.txt", flush=True)
         return None
-    shutil.rmtree(work / "saved", ignore_errors=True)
     print(f"  stage 1 done in {time.time() - start:.0f}s", flush=True)
     return str(folder)
 
