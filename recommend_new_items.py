@@ -17,12 +17,17 @@ import sys
 import numpy as np
 import pandas as pd
 
+from recbole_milk.atomic import atomic_write
+from recbole_milk.cli import run_cli
+from recbole_milk.compat import apply_numpy_aliases
+from recbole_milk.inference import NewItemScorer, ServingError
+
 
 def read_new_items(folder: str, modality_names):
     """(item ids, {modality: array or None}) from a new-item folder; names the file that is wrong."""
     ids_file = os.path.join(folder, "items.txt")
     if not os.path.isfile(ids_file):
-        raise SystemExit(f"{ids_file} not found: list the new items' ids there, one per line, in feature-row order.")
+        raise ServingError(f"{ids_file} not found: list the new items' ids there, one per line, in feature-row order.")
     with open(ids_file, encoding="utf-8") as handle:
         item_ids = [line.strip() for line in handle if line.strip()]
     features = {}
@@ -30,10 +35,11 @@ def read_new_items(folder: str, modality_names):
         path = os.path.join(folder, f"{name}.npy")
         features[name] = np.load(path, allow_pickle=False) if os.path.isfile(path) else None
         if features[name] is not None and len(features[name]) != len(item_ids):
-            raise SystemExit(f"{path} has {len(features[name])} rows but {ids_file} lists {len(item_ids)} items; "
-                             "give one feature row per listed item.")
+            raise ServingError(f"{path} has {len(features[name])} rows but {ids_file} lists {len(item_ids)} items; "
+                               "give one feature row per listed item.")
     if all(array is None for array in features.values()):
-        raise SystemExit(f"{folder} holds none of the model's modality files {[f'{n}.npy' for n in modality_names]}.")
+        raise ServingError(f"{folder} holds none of the model's modality files "
+                           f"{[f'{n}.npy' for n in modality_names]}.")
     return item_ids, features
 
 
@@ -47,9 +53,6 @@ def main(argv=None) -> str:
     parser.add_argument("--users", default=None, help="file of user ids for --mode items (default: all users)")
     parser.add_argument("--batch_size", type=int, default=1024)
     args = parser.parse_args(argv)
-
-    from recbole_milk.compat import apply_numpy_aliases
-    from recbole_milk.inference import NewItemScorer
 
     apply_numpy_aliases()
     scorer = NewItemScorer.from_artifact(args.artifact, batch_size=args.batch_size)
@@ -72,12 +75,11 @@ def main(argv=None) -> str:
     table = pd.DataFrame(columns)
     table.insert(1, "rank", np.tile(np.arange(1, k + 1), n_queries))
     table["score"] = scores.numpy().reshape(-1)
-    temporary = f"{args.output}.tmp{os.getpid()}"
-    table.to_csv(temporary, sep="\t", index=False, float_format="%.6f")
-    os.replace(temporary, args.output)
+    with atomic_write(args.output, "w", encoding="utf-8") as handle:
+        table.to_csv(handle, sep="\t", index=False, float_format="%.6f")
     print(f"wrote {len(table)} recommendations for {len(item_ids)} new items to {args.output}", file=sys.stderr)
     return args.output
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

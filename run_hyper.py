@@ -10,7 +10,9 @@ import argparse
 import os
 import sys
 
+from recbole_milk.cli import run_cli
 from recbole_milk.compat import apply_numpy_aliases
+from recbole_milk.errors import ConfigError
 
 ALGORITHMS = ("exhaustive", "random", "bayes")
 
@@ -44,16 +46,16 @@ def main(argv=None):
     sys.argv = [sys.argv[0]] + overrides
     apply_numpy_aliases()
     try:
-        from recbole.trainer import HyperTuning
         import hyperopt  # noqa: F401  (HyperTuning imports it lazily; fail early with a clear message)
+        from recbole.trainer import HyperTuning
     except ImportError as error:
-        raise SystemExit(f"run_hyper.py needs the tune extra: pip install \".[tune]\" ({error})")
+        raise ConfigError(f"run_hyper.py needs the tune extra: pip install \".[tune]\" ({error})") from error
     from recbole_milk.quick_start import objective_function
 
     params_file = args.params_file or default_params_file(args.model)
     if not os.path.isfile(params_file):
-        raise SystemExit(f"params file {params_file} not found: pass --params_file=PATH "
-                         "(lines like `align_weight choice [0.05,0.5]`)")
+        raise ConfigError(f"params file {params_file} not found: pass --params_file=PATH "
+                          "(lines like `align_weight choice [0.05,0.5]`)")
 
     def objective(config_dict, config_file_list):
         config_dict = dict(config_dict or {}, model=args.model, dataset=args.dataset)
@@ -70,4 +72,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -8,9 +8,10 @@ Any other --key=value is a RecBole-style config override.
 """
 import argparse
 import json
-import os
 import sys
 
+from recbole_milk.atomic import write_json
+from recbole_milk.cli import run_cli
 from recbole_milk.compat import apply_numpy_aliases
 
 
@@ -28,16 +29,6 @@ def parse_args(argv):
     return args, overrides
 
 
-def write_result(result: dict, path: str) -> None:
-    """Write the result JSON atomically."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(result, handle, indent=2)
-    os.replace(temporary, path)
-
-
 def main(argv=None) -> dict:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     sys.argv = [sys.argv[0]] + overrides
@@ -46,12 +37,12 @@ def main(argv=None) -> dict:
 
     config_files = args.config_files.split() if args.config_files else None
     result = run_recbole_milk(model=args.model, dataset=args.dataset, config_file_list=config_files)
-    print(json.dumps({"test_result": result["test_result"], "test_result_by_group": result["test_result_by_group"]},
+    print(json.dumps({key: result[key] for key in ("test_result", "test_result_by_group", "test_exposure_by_group")},
                      indent=2))
     if args.result_file:
-        write_result(result, args.result_file)
+        write_json(args.result_file, result, indent=2)
     return result
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -17,7 +17,7 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "w/o cs": ("MILK", {"cyclic_shift": False}),
     "w/o random": ("MILK", {"resample_envs": False}),
     "MILK zero-imputed": ("MILK", {"imputation": "zero"}),
-    "MILK fusion=available": ("MILK", {"inference_fusion": "available"}),
+    "MILK fusion=available": ("MILK", {"fusion": "available"}),
     "MILK sparse users": ("MILK", {"sparse_user_gradients": True}),
     "BPR": ("BPR", {}),
     "Random": ("Random", {}),

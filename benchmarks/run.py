@@ -57,11 +57,12 @@ def data_overrides(args: argparse.Namespace) -> Dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def needs_pretrained_cf(model: str) -> bool:
-    """Whether `model` is a two-stage baseline that reads pre-trained warm CF embeddings (pretrained_cf_dir)."""
-    from recbole_milk.pretrained import CONFIG_KEY
+    """Whether `model` is a two-stage model (a TwoStageRecommender), which trains on pre-trained warm CF
+    embeddings: the grid exports them once and shares the folder between its cells."""
+    from recbole_milk.model.abstract_recommender import TwoStageRecommender
     from recbole_milk.utils import get_model
 
-    return CONFIG_KEY in getattr(get_model(model), "option_rules", {})
+    return issubclass(get_model(model), TwoStageRecommender)
 
 
 def pretrained_cf_folder(args: argparse.Namespace) -> Path:

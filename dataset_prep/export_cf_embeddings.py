@@ -1,5 +1,6 @@
-"""Stage 1 of the two-stage baselines (DropoutNet, Heater, GAR, GoRec): pre-train warm CF embeddings with BPR and
-export them.
+"""Stage 1 of the two-stage baselines (DropoutNet, Heater, GAR, GoRec), run explicitly: pre-train warm CF
+embeddings with BPR and export them. A two-stage run without `pretrained_cf_dir` does this itself; this script is
+for sharing one folder between runs, or exporting a BPR trained with other options.
 
 BPR runs through the plugin's pipeline, so it sees exactly the split a later baseline run sees: give this script
 the same dataset, data and split options (data_path, config files, seed / split_seed, cold_item_ratio or
@@ -26,11 +27,10 @@ try:
 except ImportError:  # run from a source checkout without `pip install .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
-
+from recbole_milk.cli import run_cli
 from recbole_milk.compat import apply_numpy_aliases
-from recbole_milk.data.dataset import ROLE_WARM
-from recbole_milk.pretrained import write_cf_embeddings
+from recbole_milk.data.roles import ROLE_WARM
+from recbole_milk.stage_one import export_bpr
 
 SPLIT_OPTIONS = ("seed", "split_seed", "cold_item_ratio", "cold_valid_share", "cold_item_file", "data_path",
                  "user_inter_num_interval", "item_inter_num_interval")
@@ -47,11 +47,6 @@ def export_cf_embeddings(output: str, dataset: str, config_file_list: Optional[L
     result = run_recbole_milk(model="BPR", dataset=dataset, config_file_list=config_file_list,
                               config_dict=run_config, saved=True)
     config, model, data, _, _, _ = load_data_and_model(result["saved_model_file"])
-    user_tokens = np.asarray(data.field2id_token[data.uid_field])[1:]
-    item_tokens = np.asarray(data.field2id_token[data.iid_field])[1:]
-    warm = (data.item_role == ROLE_WARM).numpy()[1:]
-    user_embeddings = model.user_embedding.weight.detach().cpu().numpy()[1:]
-    item_embeddings = model.item_embedding.weight.detach().cpu().numpy()[1:]
     meta = {
         "model": "BPR",
         "dataset": config["dataset"],
@@ -59,11 +54,10 @@ def export_cf_embeddings(output: str, dataset: str, config_file_list: Optional[L
         "checkpoint": os.path.abspath(result["saved_model_file"]),
         "split": {key: config[key] for key in SPLIT_OPTIONS},
     }
-    folder = write_cf_embeddings(output, user_tokens, item_tokens, user_embeddings, item_embeddings,
-                                 item_tokens[warm], meta)
-    return {"output": str(folder), "users": len(user_tokens), "items": len(item_tokens),
-            "warm_items": int(warm.sum()), "embedding_size": int(user_embeddings.shape[1]),
-            "epochs_trained": result["epochs_trained"]}
+    folder = export_bpr(model, data, output, meta)
+    return {"output": str(folder), "users": data.user_num - 1, "items": data.item_num - 1,
+            "warm_items": int((data.item_role == ROLE_WARM).sum()),
+            "embedding_size": int(model.user_embedding.weight.shape[1]), "epochs_trained": result["epochs_trained"]}
 
 
 def parse_args(argv: List[str]):
@@ -95,4 +89,4 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

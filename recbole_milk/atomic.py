@@ -1,16 +1,22 @@
-"""Crash-safe file writes: write a temporary sibling named after its writer, then rename it into place.
+"""Crash-safe writes of files and folders: write a temporary sibling named after its writer, then rename it.
 
-A reader therefore sees the old file or the new one, never a torn one. A writer killed before the rename leaves its
-temporary behind; the name records host and process id, so a later run can tell that the writer is gone and delete
-it without touching a temporary that a live process (here or on another host sharing the folder) is still writing.
+A reader therefore sees the old version or the new one, never a torn one. A writer killed before the rename leaves
+its temporary behind; the name records host and process id, so a later run can tell that the writer is gone and
+delete it without touching a temporary that a live process (here or on another host sharing the folder) is still
+writing. Every file and folder the plugin, its scripts and its benchmarks write goes through this module, so
+`remove_stale_temporaries` knows all of their temporaries.
 """
+import json
 import os
 import re
+import shutil
 import socket
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator, List, Union
+from typing import IO, Any, Iterator, List, Union
+
+import numpy as np
 
 PathLike = Union[str, os.PathLike]
 _TEMPORARY = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
@@ -26,6 +32,16 @@ def temporary_path(path: PathLike) -> Path:
     return target.with_name(f".{target.name}.{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
 @contextmanager
 def atomic_write(path: PathLike, mode: str = "wb", encoding: Union[str, None] = None) -> Iterator[IO]:
     """Open a temporary sibling of `path` for writing; on success rename it to `path`, on error delete it."""
@@ -37,8 +53,66 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: Union[str, None] = 
             yield handle
         os.replace(temporary, target)
     finally:
-        if temporary.exists():
-            temporary.unlink()
+        _remove(temporary)
+
+
+@contextmanager
+def atomic_directory(path: PathLike, replace: bool = True) -> Iterator[Path]:
+    """Yield an empty temporary sibling folder of `path`; on success it becomes `path`.
+
+    With `replace`, an existing `path` is swapped out and deleted (folders cannot be replaced in one rename, so for
+    a moment `path` is absent). Without it, an existing `path` wins: this write is discarded, which lets concurrent
+    builders of the same deterministic content race safely.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = temporary_path(target)
+    staging.mkdir()
+    try:
+        yield staging
+        if target.exists():
+            if not replace:
+                return
+            retired = temporary_path(target)
+            try:
+                os.replace(target, retired)
+            except FileNotFoundError:
+                pass  # another writer retired it first
+            _remove(retired)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if replace or not target.exists():
+                raise
+    finally:
+        _remove(staging)
+
+
+def write_text(path: PathLike, text: str) -> Path:
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def write_json(path: PathLike, content: Any, indent: Union[int, None] = None) -> Path:
+    """Write JSON atomically, so readers never see a half-written file."""
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        json.dump(content, handle, indent=indent)
+    return Path(path)
+
+
+def save_npy(path: PathLike, array: np.ndarray) -> Path:
+    with atomic_write(path) as handle:
+        np.save(handle, array)
+    return Path(path)
+
+
+def save_torch(path: PathLike, state: Any) -> Path:
+    import torch
+
+    with atomic_write(path) as handle:
+        torch.save(state, handle)
+    return Path(path)
 
 
 def _process_alive(pid: int) -> bool:
@@ -52,7 +126,7 @@ def _process_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(directory: PathLike) -> List[Path]:
-    """Delete the temporaries in `directory` left by dead writers on this host; return what was deleted."""
+    """Delete the temporary files and folders in `directory` left by dead writers on this host; return them."""
     folder = Path(directory)
     if not folder.is_dir():
         return []
@@ -61,9 +135,6 @@ def remove_stale_temporaries(directory: PathLike) -> List[Path]:
     for entry in folder.iterdir():
         match = _TEMPORARY.match(entry.name)
         if match and match["host"] == host and not _process_alive(int(match["pid"])):
-            try:
-                entry.unlink()
-                removed.append(entry)
-            except FileNotFoundError:
-                pass  # another run cleaned it first
+            _remove(entry)
+            removed.append(entry)
     return removed

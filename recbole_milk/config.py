@@ -34,8 +34,8 @@ def default_cache_dir() -> Path:
 
 
 class Config(RecBoleConfig):
-    """RecBole Config with priority RecBole defaults < plugin overall < plugin model < plugin dataset
-    < DATA_PATH/<dataset>/<dataset>.yaml (written by dataset_prep converters) < user.
+    """RecBole Config with priority RecBole defaults < plugin overall < plugin model (its bases' yaml, then its own)
+    < plugin dataset < DATA_PATH/<dataset>/<dataset>.yaml (written by dataset_prep converters) < user.
 
     The user's config files, config_dict and command line keep RecBole's own order among themselves.
     `model` may be a plugin model name, a RecBole built-in name, or a model class.
@@ -67,7 +67,11 @@ class Config(RecBoleConfig):
         super()._load_internal_config_dict(model, model_class, dataset)
         root = properties_dir()
         self.plugin_keys = []
-        layers = [root / "overall.yaml", root / "model" / f"{model}.yaml", root / "dataset" / f"{dataset}.yaml"]
+        # A plugin model's bases declare the options they own (ContentRecommender.yaml, TwoStageRecommender.yaml),
+        # so each option has one default, however many models share it.
+        classes = [cls.__name__ for cls in reversed(getattr(model_class, "__mro__", ()))]
+        model_layers = [root / "model" / f"{name}.yaml" for name in dict.fromkeys(classes + [model])]
+        layers = [root / "overall.yaml", *model_layers, root / "dataset" / f"{dataset}.yaml"]
         for path in layers:
             if path.is_file():
                 loaded = self._update_internal_config_dict(str(path)) or {}

@@ -1,4 +1,4 @@
-"""Ranking helpers for new-item evaluation: candidate masking, random tie-breaking, per-group metrics."""
+"""Ranking helpers for new-item evaluation: candidate masking, random tie-breaking, per-group metrics, exposure."""
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -29,20 +29,27 @@ def break_ties_at_random(scores: torch.Tensor, generator: torch.Generator) -> to
 
 
 class GroupMetricAccumulator:
-    """Top-K metrics per item group, where a group's metrics count only the positives whose item is in it.
+    """Top-K metrics and exposure per item group (complete, missing_1, ...).
 
-    A user enters a group's average when it has at least one positive in that group. The ranking itself is the
-    full ranking over all candidates.
+    A group's metrics count only the positives whose item is in it; a user enters a group's average when it has at
+    least one positive in that group. A group's exposure ratio at K is the share of all evaluated users' top-K slots
+    its items take, divided by its share of the candidates: 1 means the group is shown as often as its size says.
+    The ranking itself is the full ranking over all candidates.
     """
 
     def __init__(self, item_group: torch.Tensor, group_names: Sequence[str], topk: Sequence[int],
-                 metrics: Sequence[str]):
-        self.item_group = item_group.long()
+                 metrics: Sequence[str], candidate_items: Optional[torch.Tensor] = None):
+        self.item_group = item_group.long().cpu()
         self.group_names = list(group_names)
         self.topk = sorted(int(k) for k in topk)
         self.metrics = [m.lower() for m in metrics if m.lower() in GROUP_METRICS]
         self.sums = torch.zeros(len(self.group_names), len(self.metrics), len(self.topk), dtype=torch.float64)
         self.users = torch.zeros(len(self.group_names), dtype=torch.float64)
+        candidates = torch.ones(len(self.item_group), dtype=torch.bool) if candidate_items is None \
+            else candidate_items.cpu().bool().clone()
+        candidates[0] = False  # RecBole's padding item is never ranked
+        self.candidate_counts = torch.bincount(self.item_group[candidates], minlength=len(self.group_names)).double()
+        self.slots = torch.zeros(len(self.group_names), len(self.topk), dtype=torch.float64)
 
     def update(self, scores: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor) -> None:
         """Add one batch: scores (users x items), and the (row, item) pairs of the batch's positives."""
@@ -55,6 +62,9 @@ class GroupMetricAccumulator:
         hits = positive.gather(1, top_items)
         ranks = torch.arange(1, max_k + 1, dtype=torch.float64)
         discounts = 1.0 / torch.log2(ranks + 1.0)
+        for k_index, k in enumerate(self.topk):
+            shown = self.item_group[top_items[:, :k]].reshape(-1)
+            self.slots[:, k_index] += torch.bincount(shown, minlength=len(self.group_names)).double()
         for group in range(len(self.group_names)):
             in_group = (self.item_group == group)
             n_pos = (positive & in_group.unsqueeze(0)).sum(1).double()
@@ -93,5 +103,18 @@ class GroupMetricAccumulator:
             out[name] = {f"{metric}@{k}": round(float(self.sums[group, m, j] / self.users[group]), decimals)
                          for m, metric in enumerate(self.metrics) for j, k in enumerate(self.topk)}
             out[name]["users"] = int(self.users[group])
+        return out
+
+    def exposure(self, decimals: int = 4) -> Dict[str, Dict[str, float]]:
+        """{group name: {'exposure@10': ratio, ...}} for every group that has candidates."""
+        out: Dict[str, Dict[str, float]] = {}
+        candidate_share = self.candidate_counts / self.candidate_counts.sum().clamp(min=1.0)
+        for group, name in enumerate(self.group_names):
+            if self.candidate_counts[group] == 0:
+                continue
+            out[name] = {}
+            for j, k in enumerate(self.topk):
+                slot_share = self.slots[group, j] / self.slots[:, j].sum().clamp(min=1.0)
+                out[name][f"exposure@{k}"] = round(float(slot_share / candidate_share[group]), decimals)
         return out
 

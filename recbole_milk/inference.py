@@ -1,32 +1,27 @@
 """Serve new items without retraining: a self-contained artefact and a batched scorer over it.
 
 The artefact holds only tensors, strings and numbers (it loads with torch's weights_only=True): the model's
-weights, its options, the user tokens, the modality names and dimensions and the imputation values. The scorer
-rebuilds the model around it, so item representations come from exactly the code that produced the metrics.
+weights, its options, the user tokens, the modality names and dimensions, the imputation values, the item roles and,
+for a two-stage model, its frozen CF rows. The scorer rebuilds the model around it, so item representations come
+from exactly the code that produced the metrics. Every plugin model is servable (ContentRecommender.servable).
 """
 import os
-import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from recbole_milk.pretrained import CONFIG_KEY as PRETRAINED_CF_KEY
+from recbole_milk.atomic import atomic_write, save_npy, save_torch
+from recbole_milk.errors import UserInputError
+from recbole_milk.utils import get_model
 
-ARTIFACT_FORMAT = 2
+ARTIFACT_FORMAT = 3
 ARTIFACT_SUFFIX = ".artifact.pt"
 FeatureInput = Union[Mapping[str, Optional[np.ndarray]], Sequence[Optional[np.ndarray]]]
 
 
-class ServingError(ValueError):
+class ServingError(UserInputError):
     """Input the scorer cannot serve; the message says which modality or argument and how to fix it."""
-
-
-def supports_serving(model: Any) -> bool:
-    """Whether a model scores items from content alone through encode_items / user_embeddings and can be rebuilt
-    from an artefact. Two-stage models read a pre-trained CF folder when they are built, so they cannot (yet)."""
-    content_only = callable(getattr(model, "encode_items", None)) and callable(getattr(model, "user_embeddings", None))
-    return content_only and PRETRAINED_CF_KEY not in getattr(type(model), "option_rules", {})
 
 
 def artifact_path_for(checkpoint_file: str) -> str:
@@ -37,13 +32,15 @@ def artifact_path_for(checkpoint_file: str) -> str:
 
 def _model_options(model: Any, config: Any) -> Dict[str, Any]:
     keys = set(getattr(type(model), "option_rules", {})) | {"embedding_size", "seed"}
-    return {key: config[key] for key in sorted(keys) if config[key] is not None}
+    return {key: config[key] for key in sorted(keys)}
 
 
 def write_artifact(model: Any, dataset: Any, config: Any, path: str) -> str:
     """Write what inference needs to `path` (atomically) and return the path."""
-    if not supports_serving(model):
-        raise ServingError(f"Model {type(model).__name__} cannot serve new items: it has no encode_items/user_embeddings.")
+    if not getattr(model, "servable", False):
+        raise ServingError(f"Model {type(model).__name__} cannot serve new items: it is not a content model of this "
+                           "plugin (recbole_milk.model.abstract_recommender.ContentRecommender).")
+    serving_tensors = getattr(model, "serving_tensors", None)
     state = {
         "format": ARTIFACT_FORMAT,
         "model": type(model).__name__,
@@ -55,23 +52,17 @@ def write_artifact(model: Any, dataset: Any, config: Any, path: str) -> str:
         "modality_names": list(dataset.modality_names),
         "modality_dims": [int(features.shape[1]) for features in dataset.item_features],
         "imputation_values": [value.detach().cpu().float() for value in dataset.imputation_values],
+        "item_role": torch.as_tensor(dataset.item_role).long().cpu(),
+        "pretrained_cf": list(serving_tensors()) if callable(serving_tensors) else None,
     }
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    save_torch(path, state)
     return path
 
 
 class _ArtifactDataset:
-    """Stands in for the training dataset when a model is rebuilt from an artefact: users, modalities and
-    imputation values. Item tables keep their trained size (so per-item weights load) but hold no content: new
-    items arrive through encode_items."""
+    """Stands in for the training dataset when a model is rebuilt from an artefact: users, modalities, imputation
+    values, item roles and a two-stage model's CF rows. Item tables keep their trained size (so per-item weights
+    load) but hold no content: new items arrive through encode_items."""
 
     def __init__(self, artifact: Dict[str, Any]):
         self.uid_field = artifact["fields"]["USER_ID_FIELD"]
@@ -82,7 +73,9 @@ class _ArtifactDataset:
         self.item_features = [torch.zeros(self.n_items, dim) for dim in artifact["modality_dims"]]
         self.item_availability = torch.zeros(self.n_items, len(self.modality_names), dtype=torch.bool)
         self.imputation_values = list(artifact["imputation_values"])
-        self.item_role = torch.full((self.n_items,), -1, dtype=torch.long)
+        self.item_role = artifact["item_role"]
+        if artifact["pretrained_cf"] is not None:
+            self.pretrained_cf = tuple(artifact["pretrained_cf"])
 
     def num(self, field: str) -> int:
         return self.n_users if field == self.uid_field else self.n_items
@@ -110,8 +103,6 @@ class NewItemScorer:
     @classmethod
     def from_artifact(cls, path: str, device: str = "cpu", batch_size: int = 1024) -> "NewItemScorer":
         """Rebuild the model from an artefact written at the end of training."""
-        from recbole_milk.utils import get_model
-
         if not os.path.isfile(path):
             raise ServingError(f"Artefact '{path}' not found; training writes it beside the checkpoint as "
                                f"<checkpoint>{ARTIFACT_SUFFIX}.")
@@ -262,21 +253,12 @@ class NewItemScorer:
         return written
 
 
-def _atomic_path(directory: str, name: str) -> Tuple[str, str]:
-    return os.path.join(directory, name), os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-
-
 def _save_npy(directory: str, name: str, array: np.ndarray) -> str:
-    path, temporary = _atomic_path(directory, name)
-    with open(temporary, "wb") as handle:
-        np.save(handle, array.astype(np.float32))
-    os.replace(temporary, path)
-    return path
+    return str(save_npy(os.path.join(directory, name), array.astype(np.float32)))
 
 
 def _save_lines(directory: str, name: str, lines: Sequence[Any]) -> str:
-    path, temporary = _atomic_path(directory, name)
-    with open(temporary, "w", encoding="utf-8") as handle:
+    path = os.path.join(directory, name)
+    with atomic_write(path, "w", encoding="utf-8") as handle:
         handle.writelines(f"{line}\n" for line in lines)
-    os.replace(temporary, path)
     return path

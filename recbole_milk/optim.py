@@ -4,6 +4,8 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
+from recbole_milk.errors import ConfigError
+
 
 def sparse_embedding_weights(model: nn.Module) -> List[nn.Parameter]:
     """Weights of the model's embedding tables built with sparse=True (their gradients are sparse row sets)."""
@@ -47,7 +49,7 @@ class DenseSparseAdam:
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         states = state.get("optimizers") if isinstance(state, dict) else None
         if states is None or len(states) != len(self.optimizers):
-            raise ValueError("the checkpoint's optimizer state does not come from the same dense/sparse optimizer; "
-                             "resume with the same sparse_user_gradients setting it was trained with")
+            raise ConfigError("Option 'resume_from': the checkpoint's optimizer state does not come from the same "
+                              "dense/sparse optimizer; resume with the sparse_user_gradients setting it was trained with.")
         for optimizer, optimizer_state in zip(self.optimizers, states):
             optimizer.load_state_dict(optimizer_state)

@@ -1,11 +1,17 @@
-"""Checks of the plugin's options, run when the Config is built, before any data is read."""
+"""Checks of the plugin's options, run once, when the Config is built, before any data is read.
+
+Defaults are declared in properties/ (overall.yaml, model/<Base or Model>.yaml); the rules here say which values
+are allowed. Models declare the rules of their own options as the class attribute `option_rules`, and options
+that constrain each other in the classmethod `check_options`.
+"""
 import math
 import os
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from recbole_milk.errors import ConfigError
 
-class ConfigError(ValueError):
-    """An option has a value the plugin cannot run with; the message names the key and the allowed values."""
+Rule = Tuple[Callable[[Any], bool], str]
+OptionRules = Dict[str, Rule]
 
 
 def _number(value: Any) -> Optional[float]:
@@ -14,7 +20,7 @@ def _number(value: Any) -> Optional[float]:
     return float(value)
 
 
-def in_range(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Tuple[Callable, str]:
+def in_range(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Rule:
     def check(value: Any) -> bool:
         number = _number(value)
         if number is None or math.isnan(number):
@@ -27,32 +33,45 @@ def in_range(low: float, high: float, low_open: bool = False, high_open: bool = 
     return check, f"a number in {left}{low}, {high}{right}"
 
 
-def one_of(*choices: str) -> Tuple[Callable, str]:
+def one_of(*choices: str) -> Rule:
     return (lambda value: value in choices), "one of " + ", ".join(choices)
 
 
-def positive_int() -> Tuple[Callable, str]:
+def positive_int() -> Rule:
     return (lambda value: isinstance(value, int) and not isinstance(value, bool) and value > 0), "an integer > 0"
 
 
-def _optional(rule: Tuple[Callable, str]) -> Tuple[Callable, str]:
+def optional(rule: Rule) -> Rule:
     check, allowed = rule
     return (lambda value: value is None or check(value)), allowed + " (or ~ for the default)"
 
 
+def existing_folder_or_none() -> Rule:
+    return ((lambda value: value is None or (isinstance(value, str) and os.path.isdir(value))),
+            "an existing folder, or ~")
+
+
 NON_NEGATIVE = in_range(0.0, math.inf, high_open=True)
+POSITIVE = in_range(0.0, math.inf, low_open=True, high_open=True)
 RATIO = in_range(0.0, 1.0, high_open=True)
-BOOLEAN: Tuple[Callable, str] = ((lambda value: isinstance(value, bool)), "true or false")
+SHARE = in_range(0.0, 1.0)
+BOOLEAN: Rule = ((lambda value: isinstance(value, bool)), "true or false")
+HIDDEN_SIZES: Rule = (
+    lambda value: isinstance(value, list)
+    and all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in value),
+    "a list of positive integers (hidden layer sizes; [] for a single affine layer)",
+)
 
 # Options shared by every model the plugin runs.
-COMMON_RULES: Dict[str, Tuple[Callable, str]] = {
+COMMON_RULES: OptionRules = {
     "cold_item_ratio": in_range(0.0, 1.0, low_open=True, high_open=True),
     "cold_valid_share": in_range(0.0, 1.0, low_open=True, high_open=True),
     "candidate_pool": one_of("all_new", "split_new"),
     "missing_setting": one_of("FTFT", "FTMT", "MTMT"),
-    "test_missing_ratio": _optional(in_range(0.0, 1.0)),
-    "train_missing_ratio": _optional(RATIO),
+    "test_missing_ratio": optional(in_range(0.0, 1.0)),
+    "train_missing_ratio": optional(RATIO),
     "imputation": one_of("mean", "zero"),
+    "epochs": positive_int(),
 }
 
 
@@ -77,7 +96,7 @@ def _check_modality_count(config: Dict[str, Any], model_class: Any) -> None:
             "or use a single-modality content model.")
 
 
-def _check(config: Dict[str, Any], rules: Dict[str, Tuple[Callable, str]], owner: str) -> None:
+def _check(config: Dict[str, Any], rules: OptionRules, owner: str) -> None:
     for key, (check, allowed) in rules.items():
         if key in config and not check(config[key]):
             raise ConfigError(f"Option '{key}' = {config[key]!r} is invalid{owner}: it must be {allowed}.")
@@ -93,6 +112,11 @@ def _check_probabilities(config: Dict[str, Any]) -> None:
         raise ConfigError(
             f"Option 'missing_count_probs' = {probs!r} is invalid: it must be a list of non-negative numbers "
             "summing to 1, P(miss 1 modality), P(miss 2), ..., for example [0.5, 0.5].")
+    modalities = config.get("modalities") or {}
+    if modalities and len(probs) > len(modalities):
+        raise ConfigError(
+            f"Option 'missing_count_probs' = {probs} gives probabilities for up to {len(probs)} missing modalities, "
+            f"but 'modalities' has {len(modalities)}; give at most {len(modalities)} entries.")
 
 
 def _check_modalities(config: Dict[str, Any]) -> None:
@@ -112,31 +136,6 @@ def _check_modalities(config: Dict[str, Any]) -> None:
             f"({sorted(modalities)}); use the same names in both.")
 
 
-SPARSE_GRADIENTS_KEY = "sparse_user_gradients"
-
-
-def _check_sparse_gradients(config: Dict[str, Any], model_class: Any) -> None:
-    # Lazy Adam (torch.optim.SparseAdam) has no weight decay, and gradient clipping and AMP scaling need dense
-    # gradients; say so now rather than fail in the first training step.
-    declared = SPARSE_GRADIENTS_KEY in getattr(model_class, "option_rules", {})
-    if config.get(SPARSE_GRADIENTS_KEY) is not True or not declared:
-        return
-    conflicts = []
-    if str(config.get("learner", "adam")).lower() != "adam":
-        conflicts.append(f"learner = {config.get('learner')!r} (must be adam)")
-    if config.get("weight_decay"):
-        conflicts.append(f"weight_decay = {config.get('weight_decay')!r} (must be 0; use reg_weight)")
-    if config.get("clip_grad_norm"):
-        conflicts.append(f"clip_grad_norm = {config.get('clip_grad_norm')!r} (must be ~)")
-    if config.get("enable_scaler"):
-        conflicts.append("enable_scaler = True (must be False)")
-    if conflicts:
-        raise ConfigError(
-            f"Option '{SPARSE_GRADIENTS_KEY}' = True cannot be combined with " + ", ".join(conflicts)
-            + f": the user table is then trained by lazy Adam. Change those options or set {SPARSE_GRADIENTS_KEY}: "
-            "false.")
-
-
 def validate_options(config: Dict[str, Any], model_class: Any = None) -> None:
     """Raise ConfigError for the first invalid plugin option in `config`."""
     _check(config, COMMON_RULES, "")
@@ -144,9 +143,9 @@ def validate_options(config: Dict[str, Any], model_class: Any = None) -> None:
     _check_modalities(config)
     _check_resume(config)
     _check_modality_count(config, model_class)
-    # A model declares the rules of its own options as the class attribute `option_rules`.
     model_rules = getattr(model_class, "option_rules", None)
     if model_rules:
         _check(config, model_rules, f" for model {model_class.__name__}")
-    _check_sparse_gradients(config, model_class)
-
+    check_options = getattr(model_class, "check_options", None)
+    if callable(check_options):
+        check_options(config)

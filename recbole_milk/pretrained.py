@@ -1,9 +1,8 @@
-"""Pre-trained warm CF embeddings: the folder format, and its lookup by token for the baselines that need them.
+"""Pre-trained warm CF embeddings: the folder format, its lookup by token, and attaching it to a dataset.
 
-Two-stage path (DropoutNet, Heater, GAR, GoRec):
-  1. `python dataset_prep/export_cf_embeddings.py --dataset=NAME [the run's options] --output=DIR` trains BPR on
-     the warm items of the new-item split and writes DIR.
-  2. `python run_recbole_milk.py --model=DropoutNet --dataset=NAME [the same options] --pretrained_cf_dir=DIR`.
+Two-stage models (DropoutNet, Heater, GAR, GoRec) train on frozen warm CF embeddings. run_recbole_milk finds them
+in `pretrained_cf_dir`, or trains them itself (stage 1, recbole_milk/stage_one.py) and caches the folder under
+checkpoint_dir. `python dataset_prep/export_cf_embeddings.py` writes such a folder explicitly.
 
 Folder layout (written atomically: a temporary folder renamed into place):
   user_embeddings.npy  float32 (users in file, d); row r belongs to meta['user_tokens'][r]
@@ -16,9 +15,6 @@ Rows are looked up by token, so the folder survives RecBole re-numbering items. 
 items differ from the current split's: embeddings trained on interactions of a new item would leak it.
 """
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Dict, Sequence, Tuple
 
@@ -26,7 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recbole_milk.data.dataset import ROLE_WARM
+from recbole_milk.atomic import atomic_directory, save_npy, write_json
+from recbole_milk.data.roles import ROLE_WARM
+from recbole_milk.errors import DataError
 
 FORMAT = "recbole-milk-cf/1"
 USER_FILE = "user_embeddings.npy"
@@ -39,18 +37,9 @@ EXPORT_COMMAND = (
 )
 
 
-class PretrainedCFError(ValueError):
+class PretrainedCFError(DataError):
     """The pre-trained CF folder is missing, malformed or does not match the current split; the message says how to
     create a matching one."""
-
-
-def folder_rule() -> Tuple[Any, str]:
-    """Option rule for `pretrained_cf_dir`: an existing folder, checked when the Config is built."""
-    return (
-        lambda value: isinstance(value, str) and os.path.isdir(value),
-        f"an existing folder of pre-trained warm CF embeddings; create one with `{EXPORT_COMMAND}`, then pass "
-        f"--{CONFIG_KEY}=<folder>",
-    )
 
 
 def write_cf_embeddings(
@@ -80,27 +69,11 @@ def write_cf_embeddings(
     content = dict(meta, format=FORMAT, embedding_size=int(user_embeddings.shape[1]), user_tokens=user_tokens,
                    item_tokens=item_tokens, warm_item_tokens=sorted(warm))
 
-    target = Path(folder)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    temporary.mkdir()
-    try:
-        np.save(temporary / USER_FILE, user_embeddings)
-        np.save(temporary / ITEM_FILE, item_embeddings)
-        with open(temporary / META_FILE, "w", encoding="utf-8") as handle:
-            json.dump(content, handle)
-        if target.exists():
-            # Directories cannot be replaced in one rename: move the old one aside first.
-            old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
-            os.replace(target, old)
-            os.replace(temporary, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(temporary, target)
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary)
-    return target
+    with atomic_directory(folder) as staging:
+        save_npy(staging / USER_FILE, user_embeddings)
+        save_npy(staging / ITEM_FILE, item_embeddings)
+        write_json(staging / META_FILE, content)
+    return Path(folder)
 
 
 def read_cf_folder(folder: str) -> Tuple[Dict[str, Any], np.ndarray, np.ndarray]:
@@ -178,3 +151,9 @@ def load_cf_embeddings(folder: str, dataset: Any) -> Tuple[torch.Tensor, torch.T
     item_matrix = torch.zeros((len(item_tokens), dim), dtype=torch.float32)
     item_matrix[torch.from_numpy(warm_ids)] = torch.from_numpy(items[item_rows])
     return user_matrix, item_matrix
+
+
+def attach_pretrained_cf(dataset: Any, folder: str) -> None:
+    """Give `dataset` the embeddings of `folder` as `dataset.pretrained_cf` (user, item matrices by internal id),
+    the input a two-stage model reads when it is built."""
+    dataset.pretrained_cf = load_cf_embeddings(folder, dataset)

@@ -1,18 +1,45 @@
 """Run, tune and reload models on the plugin's new-item pipeline (the plugin's counterpart of recbole.quick_start)."""
-import json
 import logging
 from logging import getLogger
 from typing import Any, Dict, List, Optional, Tuple
 
 from recbole.utils import init_seed
 
+from recbole_milk.calibration import fit_calibration
+from recbole_milk.checkpoint import load_checkpoint, plain
 from recbole_milk.compat import apply_numpy_aliases
 from recbole_milk.config import Config
 from recbole_milk.data.utils import create_dataset, data_preparation
-from recbole_milk.inference import artifact_path_for, supports_serving, write_artifact
+from recbole_milk.inference import artifact_path_for, write_artifact
 from recbole_milk.logger import init_logger
-from recbole_milk.trainer import get_trainer, load_checkpoint
+from recbole_milk.model.abstract_recommender import (
+    ContentRecommender,
+    TwoStageRecommender,
+)
+from recbole_milk.pretrained import attach_pretrained_cf
+from recbole_milk.stage_one import ensure_stage_one
+from recbole_milk.trainer import get_trainer
 from recbole_milk.utils import get_model
+
+
+def prepare_model_inputs(config: Config, train_data: Any) -> None:
+    """What a model class needs on its dataset beyond the split: a two-stage model's frozen CF embeddings, from
+    `pretrained_cf_dir` or from stage 1 (trained now, or reused from checkpoint_dir)."""
+    if issubclass(get_model(config["model"]), TwoStageRecommender):
+        config["pretrained_cf_dir"] = config["pretrained_cf_dir"] or ensure_stage_one(config, train_data)
+        attach_pretrained_cf(train_data._dataset, config["pretrained_cf_dir"])
+
+
+def _calibrate(trainer: Any, model: Any, valid_data: Any, config: Config, saved: bool) -> Optional[Dict[str, float]]:
+    """Fit per-pattern calibration on the best model and the validation split; its validation result after."""
+    if not (isinstance(model, ContentRecommender) and model.calibrated):
+        return None
+    if saved:
+        model.load_state_dict(load_checkpoint(trainer.saved_model_file, trainer.device)["state_dict"])
+    fit_calibration(model, valid_data, config)
+    if saved:
+        trainer.save_best_model()
+    return _plain_metrics(trainer.evaluate(valid_data, load_best_model=False, show_progress=config["show_progress"]))
 
 
 def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
@@ -20,6 +47,7 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
     dataset = create_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    prepare_model_inputs(config, train_data)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
@@ -28,30 +56,37 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
 
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"])
+    best_valid_result = _plain_metrics(best_valid_result)
+    calibrated_valid = _calibrate(trainer, model, valid_data, config, saved)
+    if calibrated_valid is not None:
+        logger.info(f"valid result after calibration: {calibrated_valid}")
+        best_valid_result = calibrated_valid
+        best_valid_score = calibrated_valid[config["valid_metric"].lower()]
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
-    test_by_group = trainer.last_group_result
+    test_by_group, exposure = trainer.last_group_result, trainer.last_group_exposure
     artifact_file = None
-    if saved and supports_serving(model):
+    if saved and getattr(model, "servable", False):
         artifact_file = write_artifact(model, train_data._dataset, config, artifact_path_for(trainer.saved_model_file))
         logger.info(f"Serving artefact written to {artifact_file}")
-    logger.info(f"best valid : {dict(best_valid_result or {})}")
+    logger.info(f"best valid : {best_valid_result}")
     logger.info(f"test result: {dict(test_result or {})}")
     for group, metrics in test_by_group.items():
-        logger.info(f"test result [{group}]: {metrics}")
+        logger.info(f"test result [{group}]: {metrics} exposure {exposure.get(group, {})}")
     epochs = len(trainer.epoch_seconds)
     return {
         "model": config["model"],
         "dataset": config["dataset"],
         "best_valid_score": float(best_valid_score),
         "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": _plain_metrics(best_valid_result),
+        "best_valid_result": best_valid_result,
         "test_result": _plain_metrics(test_result),
         "test_result_by_group": test_by_group,
+        "test_exposure_by_group": exposure,
         "epochs_trained": epochs,
         "train_seconds_per_epoch": sum(trainer.epoch_seconds) / epochs if epochs else 0.0,
         "saved_model_file": trainer.saved_model_file if saved else None,
         "artifact_file": artifact_file,
-        "config": config_as_json(config),
+        "config": plain(config.final_config_dict),
     }
 
 
@@ -80,14 +115,18 @@ def objective_function(config_dict: Optional[dict] = None, config_file_list: Opt
 
 
 def load_data_and_model(model_file: str) -> Tuple[Any, Any, Any, Any, Any, Any]:
-    """Rebuild (config, model, dataset, train_data, valid_data, test_data) from a checkpoint of this plugin."""
+    """Rebuild (config, model, dataset, train_data, valid_data, test_data) from a checkpoint of this plugin.
+
+    The Config is rebuilt from the options the run was given (stored as plain data in the checkpoint)."""
     apply_numpy_aliases()
     checkpoint = load_checkpoint(model_file)
-    config = checkpoint["config"]
+    saved = checkpoint["config"]
+    config = Config(model=saved["model"], dataset=saved["dataset"], config_dict=saved["given"])
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    prepare_model_inputs(config, train_data)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     model.load_state_dict(checkpoint["state_dict"])
@@ -97,8 +136,3 @@ def load_data_and_model(model_file: str) -> Tuple[Any, Any, Any, Any, Any, Any]:
 
 def _plain_metrics(result: Optional[dict]) -> Dict[str, float]:
     return {key: float(value) for key, value in (result or {}).items()}
-
-
-def config_as_json(config: Config) -> Dict[str, Any]:
-    """The final config as plain JSON values (enums and devices become strings)."""
-    return json.loads(json.dumps(config.final_config_dict, default=str))

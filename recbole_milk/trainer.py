@@ -1,18 +1,12 @@
-"""Trainer for every model the plugin runs: checkpoints that load on current torch, resumable runs, new-item
-ranking, groups."""
-import glob
-import hashlib
+"""Trainer for every model the plugin runs: safe checkpoints, resumable runs, new-item ranking, groups."""
 import importlib
-import json
 import os
-import random
 import shutil
 import time
 import uuid
 from functools import lru_cache
 from typing import Any, Dict, Optional, Type
 
-import numpy as np
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.trainer import Trainer
@@ -20,100 +14,40 @@ from recbole.utils import get_local_time
 from recbole.utils import get_trainer as recbole_get_trainer
 from torch.utils.tensorboard import SummaryWriter
 
-from recbole_milk.atomic import atomic_write, remove_stale_temporaries
-from recbole_milk.evaluation import GroupMetricAccumulator, break_ties_at_random, restrict_to_candidates
+from recbole_milk.atomic import remove_stale_temporaries, save_torch
+from recbole_milk.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, plain_config
+from recbole_milk.errors import ConfigError, UserInputError
+from recbole_milk.evaluation import (
+    GroupMetricAccumulator,
+    break_ties_at_random,
+    restrict_to_candidates,
+)
 from recbole_milk.optim import DenseSparseAdam, sparse_embedding_weights
-from recbole_milk.options import ConfigError
+from recbole_milk.resume import (
+    RESUME_LATEST,
+    find_resume_point,
+    load_for_resume,
+    restore_random_state,
+    resume_file_name,
+    resume_section,
+    run_fingerprint,
+)
 
 RECBOLE_TENSORBOARD_DIR = "log_tensorboard"
-RESUME_LATEST = "latest"
-# Options that say where a run writes or how it talks, not what it computes: a run may resume under other values.
-RUN_LOCAL_OPTIONS = frozenset({
-    "resume_from", "checkpoint_dir", "log_dir", "tensorboard_dir", "show_progress", "state", "save_dataset",
-    "dataset_save_path", "save_dataloaders", "dataloaders_save_path", "split_export_file", "log_wandb",
-    "wandb_project", "gpu_id", "use_gpu", "device",
-})
 
 
-class TrainingDivergedError(ValueError):
+class TrainingDivergedError(UserInputError):
     """The training loss became NaN or infinite; the message says what to change."""
 
 
-def load_checkpoint(path: str, device: Any = "cpu") -> dict:
-    """Load a checkpoint this plugin wrote. It pickles the Config, so torch>=2.6's weights_only must be off;
-    only load files you trust."""
-    return torch.load(path, map_location=device, weights_only=False)
-
-
-def atomic_torch_save(state: dict, path: str) -> None:
-    """Write to a temporary file beside `path`, then rename, so a killed run never leaves a torn checkpoint."""
-    with atomic_write(path) as handle:
-        torch.save(state, handle, pickle_protocol=4)
-
-
-def _canonical(value: Any) -> Any:
-    if isinstance(value, dict):
-        return [[str(key), _canonical(value[key])] for key in sorted(value, key=str)]
-    if isinstance(value, (list, tuple)):
-        return [_canonical(item) for item in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
-def run_fingerprint(config: Any) -> str:
-    """A short hash of every option that changes what a run computes (RUN_LOCAL_OPTIONS left out)."""
-    options = {key: value for key, value in config.final_config_dict.items() if key not in RUN_LOCAL_OPTIONS}
-    return hashlib.sha1(json.dumps(_canonical(options)).encode("utf-8")).hexdigest()[:12]
-
-
-def find_resume_point(checkpoint_dir: str, fingerprint: str) -> Optional[str]:
-    """The newest resume point in `checkpoint_dir` of an unfinished run with this fingerprint, or None."""
-    found = []
-    for path in glob.glob(os.path.join(glob.escape(checkpoint_dir), f"*.resume-{fingerprint}.pth")):
-        try:
-            found.append((os.path.getmtime(path), path))
-        except FileNotFoundError:
-            pass  # its run finished meanwhile
-    return max(found)[1] if found else None
-
-
-def capture_random_state(model: Any, train_data: Any) -> Dict[str, Any]:
-    """Every random stream a training epoch draws from: the global ones, the train loader's shuffling generator
-    and the model's own (a model with private generators exposes them through random_state())."""
-    model_state = getattr(model, "random_state", None)
-    generator = getattr(train_data, "generator", None)
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "train_loader": generator.get_state() if isinstance(generator, torch.Generator) else None,
-        "model": model_state() if callable(model_state) else None,
-    }
-
-
-def restore_random_state(state: Dict[str, Any], model: Any) -> None:
-    """Restore what capture_random_state saved, except the train loader's generator, which fit() restores."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    # Checkpoints are loaded onto the training device; generator states must be CPU byte tensors.
-    torch.set_rng_state(state["torch"].cpu())
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([rng.cpu() for rng in state["cuda"]])
-    if state.get("model") is not None:
-        model.load_random_state(state["model"])
-
-
 class NewItemTrainerMixin:
-    """Adds to any RecBole trainer: unique checkpoint names, loading on torch>=2.6, resumable runs, an actionable
-    error when training diverges, configurable tensorboard folder, candidate-restricted full ranking with random
-    tie-breaking, per-group metrics and epoch timing.
+    """Adds to any RecBole trainer: unique checkpoint names, checkpoints that load with weights_only=True,
+    resumable runs, an actionable error when training diverges, a configurable tensorboard folder,
+    candidate-restricted full ranking with random tie-breaking, per-group metrics and epoch timing.
 
     Besides the best-model checkpoint (`saved_model_file`, written on validation improvement as in RecBole), a run
-    keeps a resume point (`resume_file`) rewritten after every evaluation: the training state plus every random
-    stream, so that a run resumed from it (option resume_from) ends bit-identical to an uninterrupted one. It is
-    deleted when training finishes, so resume points mark unfinished runs.
+    keeps a resume point (`resume_file`, see recbole_milk/resume.py) rewritten after every evaluation. It is deleted
+    when training finishes, so resume points mark unfinished runs.
     """
 
     def __init__(self, config, model):
@@ -123,12 +57,13 @@ class NewItemTrainerMixin:
         self.eval_step = min(self.eval_step, self.epochs)
         name = f"{config['model']}-{config['dataset']}-{get_local_time()}-{uuid.uuid4().hex[:8]}"
         self.saved_model_file = os.path.join(self.checkpoint_dir, f"{name}.pth")
-        self.resume_file = os.path.join(self.checkpoint_dir, f"{name}.resume-{run_fingerprint(config)}.pth")
+        self.resume_file = os.path.join(self.checkpoint_dir, resume_file_name(name, run_fingerprint(config)))
         for path in remove_stale_temporaries(self.checkpoint_dir):
             self.logger.info(f"Removed {path}, a temporary file left by a killed run")
         self._redirect_tensorboard(config, name)
         self.epoch_seconds = []
-        self.last_group_result = {}
+        self.last_group_result: Dict[str, Dict[str, float]] = {}
+        self.last_group_exposure: Dict[str, Dict[str, float]] = {}
         self._group_metrics: Optional[GroupMetricAccumulator] = None
         self._candidate_items: Optional[torch.Tensor] = None
         self._tie_generator = torch.Generator()
@@ -182,7 +117,8 @@ class NewItemTrainerMixin:
         if weights:
             advice.append("check the loss weights (" + ", ".join(f"{k}={v}" for k, v in sorted(weights.items())) + ")")
         advice.append("check the feature files for very large values and rescale or L2-normalise them")
-        if not self.config["clip_grad_norm"] and not self.config["sparse_user_gradients"]:
+        # Lazy Adam on sparse tables needs dense gradients elsewhere, and clipping would densify them.
+        if not self.config["clip_grad_norm"] and not sparse_embedding_weights(self.model):
             advice.append("set clip_grad_norm, e.g. {max_norm: 5}")
         message = (f"Training loss is {value} at epoch {self._epoch} (model {self.config['model']}, dataset "
                    f"{self.config['dataset']}): training diverged and was stopped. Try: " + "; ".join(advice) + ".")
@@ -191,14 +127,15 @@ class NewItemTrainerMixin:
                         f"resume_from: {self.resume_file}")
         return message
 
-    # ----- checkpoints and resuming -----
+    # ----- checkpoints and resume points -----
 
     def _checkpoint_state(self, epoch: int) -> Dict[str, Any]:
         return {
-            "config": self.config,
+            "format": CHECKPOINT_FORMAT,
+            "config": plain_config(self.config),
             "epoch": epoch,
             "cur_step": self.cur_step,
-            "best_valid_score": self.best_valid_score,
+            "best_valid_score": float(self.best_valid_score),
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
@@ -207,11 +144,18 @@ class NewItemTrainerMixin:
     def _is_writer(self) -> bool:
         return self.config["single_spec"] or self.config["local_rank"] == 0
 
+    def save_best_model(self) -> None:
+        """Rewrite the best-model checkpoint with the model as it is now (e.g. after fitting calibration)."""
+        checkpoint = load_checkpoint(self.saved_model_file, self.device)
+        checkpoint["state_dict"] = self.model.state_dict()
+        if self._is_writer():
+            save_torch(self.saved_model_file, checkpoint)
+
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self._is_writer():
             return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        atomic_torch_save(self._checkpoint_state(epoch), saved_model_file)
+        save_torch(saved_model_file, self._checkpoint_state(epoch))
         if verbose:
             self.logger.info(f"Saving current: {saved_model_file}")
         # Without validation RecBole saves after every epoch and never calls back: keep the resume point in step.
@@ -222,16 +166,10 @@ class NewItemTrainerMixin:
         if not self._is_writer():
             return
         state = self._checkpoint_state(epoch)
-        state["best_valid_result"] = self.best_valid_result
-        state["resume"] = {
-            "fingerprint": run_fingerprint(self.config),
-            # By name: the best checkpoint sits beside the resume point, wherever the folder is moved.
-            "best_model_file": os.path.basename(self.saved_model_file),
-            "stopped": self.cur_step > self.stopping_step,
-            "epoch_seconds": list(self.epoch_seconds),
-            "random_state": capture_random_state(self.model, train_data),
-        }
-        atomic_torch_save(state, self.resume_file)
+        state["best_valid_result"] = {key: float(value) for key, value in (self.best_valid_result or {}).items()}
+        state["resume"] = resume_section(self.config, self.saved_model_file, self.cur_step > self.stopping_step,
+                                         self.epoch_seconds, self.model, train_data)
+        save_torch(self.resume_file, state)
 
     def _remove_resume_point(self) -> None:
         if self._is_writer() and os.path.exists(self.resume_file):
@@ -241,17 +179,7 @@ class NewItemTrainerMixin:
         """Continue training from a resume point (bit-identical continuation) or, as RecBole does, from a
         best-model checkpoint (new bests then overwrite it; the random streams start afresh)."""
         resume_file = str(resume_file)
-        try:
-            checkpoint = load_checkpoint(resume_file, self.device)
-        except Exception as error:
-            raise ConfigError(f"Option 'resume_from': checkpoint '{resume_file}' cannot be read ({error}); delete "
-                              "it, or set resume_from: ~ to start clean.") from error
-        saved_config = checkpoint.get("config")
-        for key in ("model", "dataset"):
-            if saved_config is not None and saved_config[key] != self.config[key]:
-                raise ConfigError(f"Option 'resume_from': checkpoint '{resume_file}' is a {saved_config['model']} run "
-                                  f"on {saved_config['dataset']}, not {self.config['model']} on "
-                                  f"{self.config['dataset']}; pick a checkpoint of this model and dataset.")
+        checkpoint = load_for_resume(resume_file, self.config, self.device)
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
@@ -287,12 +215,11 @@ class NewItemTrainerMixin:
             raise ConfigError(f"Option 'resume_from' = {value!r} is not supported for model {self.config['model']}: "
                               f"its trainer {type(self).__name__} has its own training loop; set resume_from: ~.")
         if value == RESUME_LATEST:
-            path = find_resume_point(self.checkpoint_dir, run_fingerprint(self.config))
-            if path is None:
+            value = find_resume_point(self.checkpoint_dir, run_fingerprint(self.config))
+            if value is None:
                 self.logger.info(f"resume_from: latest found no unfinished run with these options in "
                                  f"{self.checkpoint_dir}; starting clean.")
                 return
-            value = path
         self.resume_checkpoint(value)
 
     def _runs_recboles_loop(self) -> bool:
@@ -302,6 +229,8 @@ class NewItemTrainerMixin:
             if "fit" in vars(cls):
                 return cls is Trainer
         return False
+
+    # ----- training and evaluation -----
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self._resume_from_option()
@@ -346,7 +275,9 @@ class NewItemTrainerMixin:
             result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
         finally:
             accumulator, self._group_metrics = self._group_metrics, None
-        self.last_group_result = accumulator.result(self.config["metric_decimal_place"]) if accumulator else {}
+        decimals = self.config["metric_decimal_place"]
+        self.last_group_result = accumulator.result(decimals) if accumulator else {}
+        self.last_group_exposure = accumulator.exposure(decimals) if accumulator else {}
         return result
 
     def _start_ranking(self, eval_data) -> None:
@@ -359,7 +290,7 @@ class NewItemTrainerMixin:
         self._group_metrics = None
         if isinstance(eval_data, FullSortEvalDataLoader) and item_group is not None and names:
             self._group_metrics = GroupMetricAccumulator(item_group, names, self.config["topk"],
-                                                         self.config["metrics"])
+                                                         self.config["metrics"], self._candidate_items)
 
     def _full_sort_batch_eval(self, batched_data):
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)

@@ -1,9 +1,10 @@
-"""Shared fixtures and behaviour checks for the content baselines (DUIF, VBPR, DropoutNet, MTPR, Heater,
-CLCRec, CCFCRec, GAR, GoRec).
+"""Shared fixtures and behaviour checks for the plugin's content models (MILK, DUIF, VBPR, MTPR, CLCRec, CCFCRec,
+DropoutNet, Heater, GAR, GoRec).
 
-Every baseline must: train on a toy batch, score new items from content alone, never let new items reach training,
-and give the same scores through predict and full_sort_predict. The checks live here once; test_model_contract.py
-runs them for every model, and each model's own test module keeps its model-specific tests.
+Every content model must: train on a toy batch, score new items from content alone, never let new items reach
+training, and give the same scores through predict, full_sort_predict and the serving path. The checks live here
+once; test_model_contract.py runs them for every model, and each model's own test module keeps its model-specific
+tests.
 """
 import importlib.util
 import sys
@@ -17,7 +18,8 @@ import torch
 import yaml
 from recbole.data.interaction import Interaction
 
-from recbole_milk.data.dataset import ROLE_PAD, ROLE_TEST, ROLE_VALID, ROLE_WARM
+from recbole_milk.data.roles import ROLE_PAD, ROLE_TEST, ROLE_VALID, ROLE_WARM
+from recbole_milk.options import validate_options
 from recbole_milk.pretrained import write_cf_embeddings
 
 USER, ITEM, NEG = "user_id", "item_id", "neg_item_id"
@@ -27,7 +29,13 @@ WARM = list(range(1, 9))
 NEW = [9, 10, 11, 12]  # 9, 10 valid; 11, 12 test
 # A training batch: warm positives and warm negatives only, as the plugin's sampler gives.
 TRAIN_BATCH = ([1, 2, 3, 1, 4, 5, 6], [1, 2, 5, 6, 1, 8, 3], [3, 4, 7, 8, 2, 1, 2])
-CONTENT_BUFFERS = {"item_content", "item_availability", "warm_items"}
+CF_SIZE = 5
+
+
+def is_content_buffer(name: str) -> bool:
+    """The content base's inputs (features, fills, availability, roles): fixed by the data, never trained."""
+    return name.startswith(("item_feature_", "imputation_value_", "prepared_fill_")) or name in (
+        "item_availability", "item_pattern", "warm_items")
 
 
 class FakeConfig(dict):
@@ -37,15 +45,26 @@ class FakeConfig(dict):
         return self.get(key)
 
 
-def make_config(model_name: str, **overrides: Any) -> FakeConfig:
-    config = FakeConfig(yaml.safe_load((PROPERTIES / f"{model_name}.yaml").read_text()))
+def model_defaults(model_class: type) -> Dict[str, Any]:
+    """The yaml defaults a model gets: its bases' files (ContentRecommender.yaml, ...), then its own."""
+    defaults: Dict[str, Any] = {}
+    for cls in reversed(model_class.__mro__):
+        path = PROPERTIES / f"{cls.__name__}.yaml"
+        if path.is_file():
+            defaults.update(yaml.safe_load(path.read_text()) or {})
+    return defaults
+
+
+def make_config(model_class: type, **overrides: Any) -> FakeConfig:
+    config = FakeConfig(model_defaults(model_class))
     config.update(USER_ID_FIELD=USER, ITEM_ID_FIELD=ITEM, NEG_PREFIX="neg_", device=torch.device("cpu"), seed=2023)
     config.update(overrides)
     return config
 
 
 def make_dataset(seed: int = 0, dims=DIMS) -> SimpleNamespace:
-    """The dataset contract of recbole_milk.data, with warm, valid and test items and some missing modalities."""
+    """The dataset contract of recbole_milk.data, with warm, valid and test items and some missing modalities, and
+    pre-trained CF rows for the two-stage models (non-zero for every item: the model must zero the new ones)."""
     generator = torch.Generator().manual_seed(seed)
     availability = torch.ones(N_ITEMS, len(dims), dtype=torch.bool)
     availability[0] = False
@@ -69,7 +88,11 @@ def make_dataset(seed: int = 0, dims=DIMS) -> SimpleNamespace:
     # Internal id i has token f"u{i}" / f"i{i}"; row 0 is PAD, as in RecBole.
     tokens = {USER: np.array(["[PAD]"] + [f"u{i}" for i in range(1, N_USERS)]),
               ITEM: np.array(["[PAD]"] + [f"i{i}" for i in range(1, N_ITEMS)])}
+    cf_generator = torch.Generator().manual_seed(seed + 1)
+    pretrained_cf = (torch.randn(N_USERS, CF_SIZE, generator=cf_generator),
+                     torch.randn(N_ITEMS, CF_SIZE, generator=cf_generator))
     return SimpleNamespace(
+        pretrained_cf=pretrained_cf,
         num=lambda field: N_USERS if field == USER else N_ITEMS,
         modality_names=[f"mod{m}" for m in range(len(dims))],
         item_features=features,
@@ -95,7 +118,15 @@ def write_pretrained(folder: Path, dataset: SimpleNamespace, dim: int = 5, seed:
 
 def make_model(model_class: type, dataset: Optional[SimpleNamespace] = None, **overrides: Any):
     torch.manual_seed(2023)
-    return model_class(make_config(model_class.__name__, **overrides), dataset or make_dataset())
+    return model_class(make_config(model_class, **overrides), dataset or make_dataset())
+
+
+def check_option_is_rejected(model_class: type, key: str, value: Any) -> None:
+    """The Config's one validator rejects `key` = `value` for this model, naming the key."""
+    from recbole_milk.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        validate_options(make_config(model_class, **{key: value}), model_class)
 
 
 # Options that keep the unit-test models small and fast; the checks do not depend on the layer sizes.
@@ -127,7 +158,7 @@ def item_tables(model):
     """(name, tensor) of every parameter or buffer with one row per item, except the content inputs."""
     named = list(model.named_parameters()) + list(model.named_buffers())
     return [(name, t) for name, t in named
-            if t.dim() >= 1 and t.shape[0] == model.n_items and name not in CONTENT_BUFFERS]
+            if t.dim() >= 1 and t.shape[0] == model.n_items and not is_content_buffer(name)]
 
 
 # ----- the checks every baseline must pass ---------------------------------------------------------------------
@@ -170,11 +201,11 @@ def check_new_items_are_scored_from_content_only(model) -> None:
         f[~dataset.item_availability[NEW, m]] = float("nan")  # missing rows may hold anything
     with torch.no_grad():
         served = model.encode_items(raw, dataset.item_availability[NEW])
-        users = model.user_representations(torch.tensor([1, 2, 3, 4, 5, 6]))
+        users = model.user_embeddings(torch.tensor([1, 2, 3, 4, 5, 6]))
     assert torch.allclose(users @ served.t(), after[:, NEW], atol=1e-5)
 
     with torch.no_grad():
-        model.item_content[NEW[0]] += 1.0
+        model.item_feature_0[NEW[0]] += 1.0
     changed = all_scores(model)
     assert not torch.allclose(changed[:, NEW[0]], after[:, NEW[0]])
     assert torch.allclose(changed[:, NEW[1:]], after[:, NEW[1:]], atol=1e-6)
@@ -192,7 +223,8 @@ def check_no_new_item_leakage(model) -> None:
     parameter_names = {name for name, _ in model.named_parameters()}
     for name, buffer in model.named_buffers():
         assert name not in parameter_names
-        if name not in CONTENT_BUFFERS and buffer.shape[0] == model.n_items and buffer.dtype.is_floating_point:
+        if not is_content_buffer(name) and buffer.dim() and buffer.shape[0] == model.n_items \
+                and buffer.dtype.is_floating_point:
             assert buffer[NEW].abs().sum() == 0, name
     assert not any(name in parameter_names for name in ("user_cf", "item_cf"))
 
@@ -206,20 +238,19 @@ def check_full_sort_predict_equals_predict(model) -> None:
     assert torch.allclose(pointwise, all_scores(model)[:, 1:], atol=1e-5)
 
 
-def check_buffers_stay_out_of_checkpoints(model) -> None:
+def check_data_buffers_stay_out_of_checkpoints(model) -> None:
+    """Content and frozen CF buffers come from the data, so checkpoints hold none of them."""
     keys = set(model.state_dict())
     for name, _ in model.named_buffers():
-        assert name not in keys
+        if is_content_buffer(name) or name in ("user_cf", "item_cf"):
+            assert name not in keys, name
 
 
-def check_yaml_defaults_pass_the_option_checks(model_class: type, **required: Any) -> None:
-    from recbole_milk.options import validate_options
-
-    defaults = yaml.safe_load((PROPERTIES / f"{model_class.__name__}.yaml").read_text())
-    defaults.update(required)
+def check_yaml_defaults_pass_the_option_checks(model_class: type) -> None:
+    defaults = model_defaults(model_class)
     validate_options(defaults, model_class)
     for key in model_class.option_rules:
-        assert key in defaults, f"{key} has no default in {model_class.__name__}.yaml"
+        assert key in defaults, f"{key} has no default in the yaml of {model_class.__name__} or its bases"
 
 
 def load_export_script():
@@ -231,7 +262,7 @@ def load_export_script():
     return module
 
 
-def run_end_to_end(model_name: str, root: Path, **overrides: Any) -> Dict[str, Any]:
+def run_end_to_end(model_name: str, root: Path, saved: bool = False, **overrides: Any) -> Dict[str, Any]:
     """Train `model_name` for 2 epochs on the toy fixture through run_recbole_milk."""
     from fixtures import write_toy_dataset
 
@@ -239,7 +270,7 @@ def run_end_to_end(model_name: str, root: Path, **overrides: Any) -> Dict[str, A
 
     config_dict = write_toy_dataset(root, n_users=30, n_items=40)
     config_dict.update(epochs=2, eval_step=1, train_batch_size=64, **overrides)
-    return run_recbole_milk(model=model_name, dataset="toy", config_dict=config_dict, saved=False)
+    return run_recbole_milk(model=model_name, dataset="toy", config_dict=config_dict, saved=saved)
 
 
 @pytest.fixture(scope="module")

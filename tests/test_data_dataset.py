@@ -7,7 +7,14 @@ import pytest
 import torch
 from fixtures import toy_config, write_toy_dataset
 
-from recbole_milk.data.dataset import ROLE_PAD, ROLE_TEST, ROLE_VALID, ROLE_WARM, DataError, NewItemDataset
+from recbole_milk.data.dataset import (
+    ROLE_PAD,
+    ROLE_TEST,
+    ROLE_VALID,
+    ROLE_WARM,
+    DataError,
+    NewItemDataset,
+)
 from recbole_milk.options import ConfigError
 
 
@@ -311,7 +318,7 @@ def test_mask_file_for_an_unknown_modality_is_rejected_at_config_time(toy):
 
 
 def test_missing_count_distribution_longer_than_the_modalities_is_rejected(toy):
-    with pytest.raises(DataError, match="missing_count_probs"):
+    with pytest.raises(ConfigError, match="missing_count_probs.*at most 2 entries"):
         build(toy, missing_count_probs=[0.1, 0.2, 0.7])
 
 

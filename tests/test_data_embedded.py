@@ -8,7 +8,11 @@ import pandas as pd
 import pytest
 
 from recbole_milk.data import embedded
-from recbole_milk.data.embedded import build_ml100k_mm, ensure_embedded_dataset, is_built
+from recbole_milk.data.embedded import (
+    build_ml100k_mm,
+    ensure_embedded_dataset,
+    is_built,
+)
 
 ITEMS = [
     ("1", "Star Wars", "Action Adventure Sci-Fi"),

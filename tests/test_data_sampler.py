@@ -6,7 +6,13 @@ import pytest
 import torch
 from fixtures import toy_config, write_toy_dataset
 
-from recbole_milk.data.dataset import ROLE_PAD, ROLE_TEST, ROLE_VALID, ROLE_WARM, NewItemDataset
+from recbole_milk.data.dataset import (
+    ROLE_PAD,
+    ROLE_TEST,
+    ROLE_VALID,
+    ROLE_WARM,
+    NewItemDataset,
+)
 from recbole_milk.data.sampler import WarmItemSampler, phase_item_pool
 from recbole_milk.data.utils import create_samplers, data_preparation
 

@@ -4,7 +4,11 @@ import pytest
 import torch
 
 from recbole_milk.compat import apply_numpy_aliases
-from recbole_milk.evaluation import GroupMetricAccumulator, break_ties_at_random, restrict_to_candidates
+from recbole_milk.evaluation import (
+    GroupMetricAccumulator,
+    break_ties_at_random,
+    restrict_to_candidates,
+)
 
 
 def test_non_candidates_are_never_ranked_above_candidates():

@@ -3,9 +3,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures import write_toy_dataset
 
 import recbole_milk
-from fixtures import write_toy_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

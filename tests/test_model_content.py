@@ -4,10 +4,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn as nn
-
 from baseline_helpers import N_ITEMS, all_scores, make_config, make_dataset, make_model
-from recbole_milk.model.content import ItemRepresentationCache, mlp, prepare_modalities, read_modalities, read_options
-from recbole_milk.model.duif import DUIF
+
+from recbole_milk.model.abstract_recommender import ItemRepresentationCache
+from recbole_milk.model.content_inputs import (
+    prepare_modalities,
+    read_modalities,
+    read_options,
+)
+from recbole_milk.model.general_recommender.duif import DUIF
+from recbole_milk.model.layers import mlp
 from recbole_milk.options import ConfigError
 
 
@@ -31,10 +37,10 @@ def test_model_content_is_normalised_per_modality_then_concatenated():
     dataset = make_dataset()
     model = make_model(DUIF, dataset)
     widths = [x.shape[1] for x in dataset.item_features]
-    for part in torch.split(model.item_content[1:], widths, dim=1):
+    for part in torch.split(model.item_content().concatenated()[1:], widths, dim=1):
         assert torch.allclose(part.norm(dim=1), torch.ones(N_ITEMS - 1), atol=1e-5)
     raw = make_model(DUIF, dataset, normalize_features=False)
-    assert torch.equal(raw.item_content[1:], torch.cat(dataset.item_features, dim=1)[1:])
+    assert torch.equal(raw.item_content().concatenated()[1:], torch.cat(dataset.item_features, dim=1)[1:])
 
 
 def test_mlp_puts_activations_between_layers_only():
@@ -73,7 +79,7 @@ def test_cache_does_not_hold_values_in_training_mode():
 
 
 def test_missing_option_names_the_key_and_the_model_yaml():
-    config = make_config("DUIF")
+    config = make_config(DUIF)
     del config["content_hidden_sizes"]
     with pytest.raises(ConfigError, match="content_hidden_sizes.*DUIF.yaml"):
         read_options(DUIF, config)

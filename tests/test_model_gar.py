@@ -2,23 +2,28 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from baseline_helpers import (
+    NEW,
+    TRAIN_BATCH,
+    WARM,
+    batch,
+    check_option_is_rejected,
+    make_small_model,
+)
 
-from baseline_helpers import NEW, TRAIN_BATCH, WARM, batch, make_small_model
-from baseline_helpers import cf_folder  # noqa: F401 (fixture)
-from recbole_milk.model.gar import GAR
-from recbole_milk.options import ConfigError
+from recbole_milk.model.general_recommender.gar import GAR
 
 
-def model_with(cf_folder, **overrides):
-    return make_small_model(GAR, pretrained_cf_dir=cf_folder, **overrides)
+def model_with(**overrides):
+    return make_small_model(GAR, **overrides)
 
 
-def test_new_items_use_the_generated_embedding_and_warm_items_their_cf_row(cf_folder):
-    model = model_with(cf_folder)
+def test_new_items_use_the_generated_embedding_and_warm_items_their_cf_row():
+    model = model_with()
     model.eval()
     with torch.no_grad():
         items = model.item_representations()
-        generated = model.item_tower(model.generator(model.item_content))
+        generated = model.item_tower(model.generator(model.item_content().concatenated()))
         real = model.item_tower(model.item_cf)
     assert torch.allclose(items[NEW], generated[NEW])
     assert torch.allclose(items[WARM], real[WARM])
@@ -33,7 +38,7 @@ def hand_losses(model, w: float, s: float):
     users, pos, neg = (torch.tensor(x) for x in TRAIN_BATCH)
     u = model.user_tower(model.user_cf[users])
     score = lambda e: (u * model.item_tower(e)).sum(1)  # noqa: E731
-    generated = model.generator(model.item_content[pos])
+    generated = model.generator(model.item_content(pos).concatenated())
     real, negative = model.item_cf[pos], model.item_cf[neg]
     recommender = F.softplus(-(score(real) - (1 - w) * score(negative) - w * score(generated.detach()))).mean()
     generator = (1 - s) * F.softplus(-(score(generated) - score(real))).mean()
@@ -45,8 +50,8 @@ def gradients(model, loss, params):
     return torch.autograd.grad(loss, params, allow_unused=True)
 
 
-def test_each_player_is_trained_by_its_own_loss_only(cf_folder):
-    model = model_with(cf_folder, generated_negative_weight=0.3, similarity_weight=0.2)
+def test_each_player_is_trained_by_its_own_loss_only():
+    model = model_with(generated_negative_weight=0.3, similarity_weight=0.2)
     recommender, generator = players(model)
     total = model.calculate_loss(batch(*TRAIN_BATCH))
     rec_loss, gen_loss = hand_losses(model, 0.3, 0.2)
@@ -64,13 +69,13 @@ def margin(model) -> float:
     with torch.no_grad():
         u = model.user_tower(model.user_cf[users])
         real = (u * model.item_tower(model.item_cf[pos])).sum(1)
-        fake = (u * model.item_tower(model.generator(model.item_content[pos]))).sum(1)
+        fake = (u * model.item_tower(model.generator(model.item_content(pos).concatenated()))).sum(1)
     return (real - fake).mean().item()
 
 
 @pytest.mark.parametrize("player, direction", [(0, 1.0), (1, -1.0)])
-def test_the_recommender_widens_and_the_generator_closes_the_real_generated_gap(cf_folder, player, direction):
-    model = model_with(cf_folder, generated_negative_weight=1.0, similarity_weight=0.0)
+def test_the_recommender_widens_and_the_generator_closes_the_real_generated_gap(player, direction):
+    model = model_with(generated_negative_weight=1.0, similarity_weight=0.0)
     optimizer = torch.optim.SGD(players(model)[player], lr=0.05)
     before = margin(model)
     for _ in range(20):
@@ -82,8 +87,7 @@ def test_the_recommender_widens_and_the_generator_closes_the_real_generated_gap(
 
 @pytest.mark.parametrize("key, value", [("generated_negative_weight", 1.5), ("similarity_weight", -0.1),
                                         ("generator_hidden_sizes", [0])])
-def test_invalid_options_are_rejected_with_the_key_named(cf_folder, key, value):
-    with pytest.raises(ConfigError, match=key):
-        model_with(cf_folder, **{key: value})
+def test_invalid_options_are_rejected_with_the_key_named(key, value):
+    check_option_is_rejected(GAR, key, value)
 
 

@@ -2,15 +2,23 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from baseline_helpers import (
+    NEW,
+    TRAIN_BATCH,
+    WARM,
+    all_scores,
+    batch,
+    check_option_is_rejected,
+    make_dataset,
+    make_small_model,
+)
 
-from baseline_helpers import NEW, TRAIN_BATCH, WARM, all_scores, batch, make_dataset, make_small_model
-from baseline_helpers import cf_folder  # noqa: F401 (fixture)
-from recbole_milk.model.gorec import GoRec, gaussian_kl, kmeans, nearest, uniformity
-from recbole_milk.options import ConfigError
+from recbole_milk.model.general_recommender.gorec import GoRec, kmeans, nearest
+from recbole_milk.model.loss import gaussian_kl, uniformity
 
 
-def model_with(cf_folder, **overrides):
-    return make_small_model(GoRec, pretrained_cf_dir=cf_folder, **overrides)
+def model_with(**overrides):
+    return make_small_model(GoRec, **overrides)
 
 
 def test_kmeans_recovers_separated_clusters_and_is_seeded():
@@ -23,16 +31,16 @@ def test_kmeans_recovers_separated_clusters_and_is_seeded():
     assert kmeans(points[:2], 5, torch.Generator().manual_seed(1)).shape == (2, 2)  # at most one cluster per point
 
 
-def test_new_items_are_generated_from_their_content_clusters_mean_cf_embedding(cf_folder):
-    model = model_with(cf_folder)
+def test_new_items_are_generated_from_their_content_clusters_mean_cf_embedding():
+    model = model_with()
     model.eval()
     warm = torch.tensor(WARM)
-    assignment = nearest(model.item_content[warm], model.cluster_centroids)
+    assignment = nearest(model.item_content(warm).concatenated(), model.cluster_centroids)
     for cluster in assignment.unique():
         members = warm[assignment == cluster]
         assert torch.allclose(model.cluster_cf_mean[cluster], model.item_cf[members].mean(0), atol=1e-6)
     with torch.no_grad():
-        content = model.item_content[NEW]
+        content = model.item_content(NEW).concatenated()
         preference = model.cluster_cf_mean[nearest(content, model.cluster_centroids)]
         mu, _ = model.posterior(content, preference)
         expected = model.decoder(torch.cat([content, mu], dim=1))
@@ -42,8 +50,8 @@ def test_new_items_are_generated_from_their_content_clusters_mean_cf_embedding(c
     assert torch.allclose(all_scores(model)[:, NEW], model.user_cf[1:7] @ expected.t(), atol=1e-5)
 
 
-def test_content_is_normalised_identically_in_training_and_serving(cf_folder):
-    model = model_with(cf_folder)
+def test_content_is_normalised_identically_in_training_and_serving():
+    model = model_with()
     dataset = make_dataset()
     raw = [f[NEW] * 40.0 for f in dataset.item_features]  # a different scale: normalisation must remove it
     with torch.no_grad():
@@ -51,7 +59,7 @@ def test_content_is_normalised_identically_in_training_and_serving(cf_folder):
         model.eval()
         evaluated = model.item_representations()[NEW]
     assert torch.allclose(served, evaluated, atol=1e-5)
-    assert torch.allclose(model.item_content.norm(dim=1)[1:], torch.full((12,), 2.0 ** 0.5), atol=1e-5)
+    assert torch.allclose(model.item_content().concatenated().norm(dim=1)[1:], torch.full((12,), 2.0 ** 0.5), atol=1e-5)
 
 
 def test_gaussian_kl_matches_torch_distributions():
@@ -74,11 +82,11 @@ def test_uniformity_is_the_log_mean_gaussian_potential_over_pairs():
     assert uniformity(x[:1]).item() == 0.0
 
 
-def test_loss_is_reconstruction_plus_weighted_kl_and_uniformity(cf_folder):
-    model = model_with(cf_folder, content_dropout=0.0, kl_weight=0.7, uniformity_weight=0.2)
+def test_loss_is_reconstruction_plus_weighted_kl_and_uniformity():
+    model = model_with(content_dropout=0.0, kl_weight=0.7, uniformity_weight=0.2)
     _, pos, neg = TRAIN_BATCH
     items = torch.unique(torch.tensor(pos + neg))
-    content, target = model.item_content[items], model.item_cf[items]
+    content, target = model.item_content(items).concatenated(), model.item_cf[items]
     mu, logvar = model.posterior(content, target)
     torch.manual_seed(5)
     z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
@@ -89,10 +97,10 @@ def test_loss_is_reconstruction_plus_weighted_kl_and_uniformity(cf_folder):
     assert torch.allclose(model.calculate_loss(batch(*TRAIN_BATCH)), expected, atol=1e-5)
 
 
-def test_uniformity_runs_on_a_random_sample_of_the_batchs_items(cf_folder, monkeypatch):
-    import recbole_milk.model.gorec as gorec
+def test_uniformity_runs_on_a_random_sample_of_the_batchs_items(monkeypatch):
+    import recbole_milk.model.general_recommender.gorec as gorec
 
-    model = model_with(cf_folder)
+    model = model_with()
     seen = []
     monkeypatch.setattr(gorec, "UNIFORMITY_SAMPLE", 3)
     monkeypatch.setattr(gorec, "uniformity", lambda x: seen.append(x.detach()) or uniformity(x))
@@ -103,14 +111,14 @@ def test_uniformity_runs_on_a_random_sample_of_the_batchs_items(cf_folder, monke
     assert len({tuple(x[:, 0].tolist()) for x in seen}) > 1  # a different sample each time
 
 
-def test_training_moves_generated_warm_items_towards_their_cf_embeddings(cf_folder):
-    model = model_with(cf_folder, kl_weight=0.0, uniformity_weight=0.0, content_dropout=0.0)
+def test_training_moves_generated_warm_items_towards_their_cf_embeddings():
+    model = model_with(kl_weight=0.0, uniformity_weight=0.0, content_dropout=0.0)
     warm = torch.tensor(WARM)
 
     def error():
         with torch.no_grad():
-            mu, _ = model.posterior(model.item_content[warm], model.item_cf[warm])
-            return F.mse_loss(model.decoder(torch.cat([model.item_content[warm], mu], 1)), model.item_cf[warm]).item()
+            mu, _ = model.posterior(model.item_content(warm).concatenated(), model.item_cf[warm])
+            return F.mse_loss(model.decoder(torch.cat([model.item_content(warm).concatenated(), mu], 1)), model.item_cf[warm]).item()
 
     before = error()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -122,8 +130,7 @@ def test_training_moves_generated_warm_items_towards_their_cf_embeddings(cf_fold
 
 
 @pytest.mark.parametrize("key, value", [("num_clusters", 0), ("content_dropout", 1.0), ("kl_weight", -1.0)])
-def test_invalid_options_are_rejected_with_the_key_named(cf_folder, key, value):
-    with pytest.raises(ConfigError, match=key):
-        model_with(cf_folder, **{key: value})
+def test_invalid_options_are_rejected_with_the_key_named(key, value):
+    check_option_is_rejected(GoRec, key, value)
 
 

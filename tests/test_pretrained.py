@@ -5,7 +5,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from baseline_helpers import (
     ITEM,
     NEW,
@@ -17,6 +16,7 @@ from baseline_helpers import (
     write_pretrained,
 )
 from fixtures import toy_config, write_toy_dataset
+
 from recbole_milk.data.dataset import ROLE_VALID, ROLE_WARM
 from recbole_milk.options import ConfigError
 from recbole_milk.pretrained import (
@@ -24,6 +24,7 @@ from recbole_milk.pretrained import (
     META_FILE,
     USER_FILE,
     PretrainedCFError,
+    attach_pretrained_cf,
     load_cf_embeddings,
     read_cf_folder,
     write_cf_embeddings,
@@ -122,16 +123,26 @@ def test_writer_rejects_warm_tokens_without_rows(tmp_path):
     assert not (tmp_path / "cf").exists()
 
 
-def test_config_without_a_folder_fails_before_any_data_is_read_and_names_the_command(tmp_path):
+def test_a_folder_option_that_is_not_a_folder_fails_before_any_data_is_read(tmp_path):
     config_dict = write_toy_dataset(tmp_path)
     for model in ("DropoutNet", "Heater"):
-        with pytest.raises(ConfigError, match="pretrained_cf_dir.*python dataset_prep/export_cf_embeddings.py"):
-            toy_config(config_dict, model=model)
+        with pytest.raises(ConfigError, match="pretrained_cf_dir"):
+            toy_config(config_dict, model=model, pretrained_cf_dir=str(tmp_path / "absent"))
+
+
+def test_attached_embeddings_are_what_a_two_stage_model_reads(toy_cf_folder):  # noqa: F811
+    from recbole_milk.data.utils import create_dataset
+
+    root = toy_cf_folder.parent
+    dataset = create_dataset(toy_config(write_toy_dataset(root, n_users=30, n_items=40)))
+    attach_pretrained_cf(dataset, str(toy_cf_folder))
+    users, items = load_cf_embeddings(str(toy_cf_folder), dataset)
+    assert torch.equal(dataset.pretrained_cf[0], users) and torch.equal(dataset.pretrained_cf[1], items)
 
 
 def test_export_writes_warm_rows_by_token_and_zero_rows_for_new_items(toy_cf_folder):  # noqa: F811
+    from recbole_milk.checkpoint import load_checkpoint
     from recbole_milk.data.utils import create_dataset
-    from recbole_milk.trainer import load_checkpoint
 
     root = toy_cf_folder.parent
     config = toy_config(write_toy_dataset(root, n_users=30, n_items=40))

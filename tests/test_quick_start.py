@@ -1,11 +1,18 @@
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
-
 from fixtures import write_toy_dataset
-from recbole_milk.quick_start import load_data_and_model, objective_function, run_recbole_milk
+
+from recbole_milk.checkpoint import CHECKPOINT_FORMAT
+from recbole_milk.errors import ConfigError
+from recbole_milk.quick_start import (
+    load_data_and_model,
+    objective_function,
+    run_recbole_milk,
+)
 
 HYPER_KEYS = {"model", "best_valid_score", "valid_score_bigger", "best_valid_result", "test_result"}
 
@@ -36,23 +43,32 @@ def test_run_reports_groups_epochs_and_a_json_config(toy):
     assert result["config"]["model"] == "MILK" and result["config"]["missing_setting"] == "FTMT"
 
 
-def test_checkpoint_round_trip_on_current_torch(toy):
+def test_checkpoints_hold_plain_data_and_load_with_weights_only(toy):
     result = run_recbole_milk("MILK", toy["dataset"], config_dict=toy)
     checkpoint = result["saved_model_file"]
-    assert os.path.isfile(checkpoint)
-    with pytest.raises(Exception):  # torch>=2.6 refuses the pickled Config by default: that is what we work around
-        torch.load(checkpoint)
+    state = torch.load(checkpoint, weights_only=True)  # loading runs no code
+    assert state["format"] == CHECKPOINT_FORMAT and state["config"]["model"] == "MILK"
+    assert state["config"]["given"]["data_path"] == toy["data_path"]
     config, model, dataset, train_data, valid_data, test_data = load_data_and_model(checkpoint)
-    saved = torch.load(checkpoint, weights_only=False)["state_dict"]
-    assert set(model.state_dict()) == set(saved)
+    assert set(model.state_dict()) == set(state["state_dict"])
     for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, saved[name])
-    assert config["model"] == "MILK" and len(test_data) > 0
+        assert torch.equal(tensor, state["state_dict"][name])
+    assert config["model"] == "MILK" and config["data_path"] == state["config"]["final"]["data_path"]
+    assert len(test_data) > 0
+
+
+def test_a_checkpoint_that_pickles_objects_is_refused_with_a_clear_message(toy, tmp_path):
+    old = tmp_path / "old.pth"
+    torch.save({"config": SimpleNamespace(model="MILK"), "state_dict": {}}, old)
+    with pytest.raises(ConfigError, match="old.pth.*pickled objects.*Retrain"):
+        load_data_and_model(str(old))
+    with pytest.raises(ConfigError, match="resume_from.*old.pth.*pickled objects"):
+        run_recbole_milk("MILK", toy["dataset"], config_dict=dict(toy, resume_from=str(old)))
 
 
 def test_sparse_user_gradients_train_with_lazy_adam_and_reload(toy):
     result = run_recbole_milk("MILK", toy["dataset"], config_dict=dict(toy, sparse_user_gradients=True))
-    checkpoint = torch.load(result["saved_model_file"], weights_only=False)
+    checkpoint = torch.load(result["saved_model_file"], weights_only=True)
     states = checkpoint["optimizer"]["optimizers"]  # dense Adam, then SparseAdam on the user table
     assert len(states) == 2 and len(states[1]["param_groups"][0]["params"]) == 1
     _, model, _, _, _, _ = load_data_and_model(result["saved_model_file"])

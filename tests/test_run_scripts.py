@@ -3,8 +3,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fixtures import write_toy_dataset
+
+from recbole_milk.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import run_hyper  # noqa: E402
@@ -60,5 +61,5 @@ def test_hyper_tuning_runs_two_trials_and_exports_the_table(tmp_path, capsys):
 
 
 def test_hyper_tuning_names_a_missing_params_file(tmp_path):
-    with pytest.raises(SystemExit, match="params file"):
+    with pytest.raises(ConfigError, match="params file"):
         run_hyper.main(["--model=BPR", f"--params_file={tmp_path / 'none.hyper'}"])

@@ -12,29 +12,30 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
-import pandas as pd
 import torch
 from recbole.data.dataset import Dataset
 from recbole.utils import set_color
 from recbole.utils.argument_list import dataset_arguments
 
-from recbole_milk.atomic import atomic_write
+from recbole_milk.atomic import atomic_write, write_json
+from recbole_milk.data.features import dataset_file, load_modalities
 from recbole_milk.data.missing import (
     derived_rng,
-    impute,
     imputation_value,
+    impute,
     missing_ratios,
     read_missing_file,
     simulate_missing,
-    write_json_atomic,
     write_missing_file,
 )
-
-ROLE_PAD = -1
-ROLE_WARM = 0
-ROLE_VALID = 1
-ROLE_TEST = 2
-ROLE_NAMES = {ROLE_WARM: "warm", ROLE_VALID: "valid", ROLE_TEST: "test"}
+from recbole_milk.data.roles import (
+    ROLE_NAMES,
+    ROLE_PAD,
+    ROLE_TEST,
+    ROLE_VALID,
+    ROLE_WARM,
+)
+from recbole_milk.errors import DataError
 
 COLD_SPLIT = "COLD"
 
@@ -46,10 +47,6 @@ PLUGIN_DATA_OPTIONS = (
 )
 
 
-class DataError(ValueError):
-    """The dataset files or the options that point at them cannot be used; the message names the file and the fix."""
-
-
 def split_mode(config: Any) -> str:
     split = (config["eval_args"] or {}).get("split") or {}
     return next(iter(split), "")
@@ -57,13 +54,6 @@ def split_mode(config: Any) -> str:
 
 def split_seed(config: Any) -> int:
     return int(config["seed"] if config["split_seed"] is None else config["split_seed"])
-
-
-def dataset_file(config: Any, name: Optional[str]) -> Optional[str]:
-    """A dataset file option resolved against the dataset folder (absolute paths are kept)."""
-    if name is None:
-        return None
-    return name if os.path.isabs(name) else os.path.join(config["data_path"], name)
 
 
 def _plugin_files(config: Any) -> Dict[str, str]:
@@ -140,18 +130,15 @@ class NewItemDataset(Dataset):
             raise DataError("Option 'benchmark_filename' fixes RecBole's own split and cannot be combined with the "
                             "new-item split eval_args.split {COLD: ~}; remove one of them (cold_item_file fixes a "
                             "new-item split).")
-        probs = config["missing_count_probs"]
-        n_modalities = len(config["modalities"] or {})
-        if probs is not None and n_modalities and len(probs) > n_modalities:
-            raise DataError(f"Option 'missing_count_probs' = {probs} gives probabilities for up to {len(probs)} missing "
-                            f"modalities, but 'modalities' has {n_modalities}; give at most {n_modalities} entries.")
 
     @staticmethod
     def _check_inter_header(config: Any) -> None:
         # RecBole reads the header as name:type pairs and fails with a bare unpacking error when it is not one.
         path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
         if not os.path.isfile(path):
-            return  # RecBole names the missing file itself
+            raise DataError(f"File not found: {path}; a dataset is a folder DATA_PATH/NAME/ holding NAME.inter. Check "
+                            f"--dataset ({config['dataset']}) and --data_path, or convert your data with "
+                            "dataset_prep/mmrec.py.")
         with open(path, encoding=config["encoding"] or "utf-8") as handle:
             header = handle.readline().rstrip("\r\n")
         columns = header.split(config["field_separator"] or "\t")
@@ -164,7 +151,8 @@ class NewItemDataset(Dataset):
     def _build_item_content(self) -> None:
         self.item_role = self._split_items()
         self.modality_names: List[str] = list(self.config["modalities"] or {})
-        features, real_available = self._load_modalities()
+        features, real_available = load_modalities(self.config, self.modality_names, self._item_tokens(),
+                                                   self.item_num)
         self.simulated_missing = torch.from_numpy(self._simulate_missing())
         available = real_available & ~self.simulated_missing
         available[0] = False
@@ -271,113 +259,9 @@ class NewItemDataset(Dataset):
         """Write the split in use as {"warm": [tokens], "valid": [...], "test": [...]} (cold_item_file format)."""
         tokens = self._item_tokens()
         content = {name: tokens[(self.item_role == r).numpy()].tolist() for r, name in ROLE_NAMES.items()}
-        write_json_atomic(path, content)
+        write_json(path, content)
 
     # ----- features -----
-
-    def _item_rows(self) -> np.ndarray:
-        """Feature-file row of every real item (index = internal id - 1)."""
-        tokens = self._item_tokens()[1:]
-        row_file = self.config["item_row_file"]
-        if row_file is None:
-            rows = pd.to_numeric(pd.Series(tokens), errors="coerce")
-            bad = rows.isna() | (rows < 0) | (rows != rows.round())
-            if bad.any():
-                raise DataError(f"Item token {tokens[bad.to_numpy()][0]!r} is not a feature-row number: without "
-                                "'item_row_file', row r of each feature file belongs to item token r. Give "
-                                "'item_row_file' (TSV: item token, row) to map tokens to rows.")
-            return rows.to_numpy(dtype=np.int64)
-        path = dataset_file(self.config, row_file)
-        try:
-            table = pd.read_csv(path, sep="\t", header=None, dtype=str, usecols=[0, 1])
-        except ValueError as error:
-            raise DataError(f"item_row_file '{path}' must be a TSV with two columns, item token<TAB>row ({error}).") \
-                from error
-        if len(table) and not str(table.iloc[0, 1]).strip().isdigit():
-            table = table.iloc[1:]  # a header line
-        rows = pd.to_numeric(table[1].str.strip(), errors="coerce")
-        if rows.isna().any() or (rows < 0).any():
-            raise DataError(f"item_row_file '{path}': the second column must be a non-negative row number on every "
-                            "line (TSV: item token<TAB>row).")
-        mapping = dict(zip(table[0].str.strip(), rows.astype(np.int64)))
-        missing = [token for token in tokens if token not in mapping]
-        if missing:
-            raise DataError(f"item_row_file '{path}' has no row for {len(missing)} items of the dataset (e.g. "
-                            f"{missing[:5]}); every item needs features: add them to the file.")
-        return np.array([mapping[token] for token in tokens], dtype=np.int64)
-
-    def _load_modalities(self) -> Tuple[List[torch.Tensor], torch.Tensor]:
-        """Per modality float32 (item_num, d) features (missing rows zero) and bool (item_num, M) real availability."""
-        n_modalities = len(self.modality_names)
-        available = torch.zeros((self.item_num, n_modalities), dtype=torch.bool)
-        if not n_modalities:
-            return [], available
-        rows = self._item_rows()
-        mask_files = self.config["modality_mask_files"] or {}
-        features = []
-        for m, name in enumerate(self.modality_names):
-            path = dataset_file(self.config, self.config["modalities"][name])
-            matrix = self._read_matrix(path, rows, name)
-            present = ~np.isnan(matrix).all(axis=1)
-            if name in mask_files:
-                mask_path = dataset_file(self.config, mask_files[name])
-                flagged = self._read_mask(mask_path, rows)
-                contradiction = flagged & ~present
-                if contradiction.any():
-                    raise DataError(f"Mask file '{mask_path}' marks modality '{name}' present for item "
-                                    f"{self._item_tokens()[1:][contradiction][0]!r}, whose row in '{path}' is all NaN; "
-                                    "fix the mask or the features.")
-                present = flagged
-            if not present.any():
-                raise DataError(f"Modality '{name}' ('{path}') is missing for every item; remove it from "
-                                "'modalities' or supply its features.")
-            matrix[~present] = 0.0
-            feat = torch.zeros((self.item_num, matrix.shape[1]), dtype=torch.float32)
-            feat[1:] = torch.from_numpy(matrix)
-            features.append(feat)
-            available[1:, m] = torch.from_numpy(present)
-        return features, available
-
-    def _read_matrix(self, path: str, rows: np.ndarray, name: str) -> np.ndarray:
-        try:
-            matrix = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise DataError(f"Feature file '{path}' (modality '{name}') is not a readable .npy matrix ({error}); "
-                            "write it with numpy.save.") from error
-        if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
-            raise DataError(f"Feature file '{path}' (modality '{name}') holds a {matrix.dtype} array of shape "
-                            f"{matrix.shape}; it must be a numeric 2-d matrix (rows = items).")
-        if len(rows) and rows.max() >= matrix.shape[0]:
-            worst = int(np.argmax(rows))
-            raise DataError(f"Feature file '{path}' (modality '{name}') has {matrix.shape[0]} rows, but item "
-                            f"{self._item_tokens()[1:][worst]!r} needs row {rows[worst]}; every item of "
-                            f"{self.dataset_name}.inter needs a feature row: regenerate the file, or map items to rows "
-                            "with 'item_row_file'.")
-        # Cast before any statistic: float16 sums overflow.
-        matrix = np.asarray(matrix[rows], dtype=np.float32)
-        nan = np.isnan(matrix)
-        partial = nan.any(axis=1) & ~nan.all(axis=1)
-        infinite = np.isinf(matrix).any(axis=1)
-        for bad, what in ((partial, "some NaN values"), (infinite, "infinite values")):
-            if bad.any():
-                raise DataError(f"Feature file '{path}' (modality '{name}'): row {rows[bad][0]} (item "
-                                f"{self._item_tokens()[1:][bad][0]!r}) has {what}. A missing modality must be a "
-                                "whole row of NaN (or flagged in 'modality_mask_files'); fix or drop these values.")
-        return matrix
-
-    def _read_mask(self, path: str, rows: np.ndarray) -> np.ndarray:
-        try:
-            mask = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise DataError(f"Mask file '{path}' is not a readable .npy vector ({error}).") from error
-        mask = mask.reshape(-1) if mask.ndim == 2 and 1 in mask.shape else mask
-        if mask.ndim != 1 or not (mask.dtype == bool or np.isin(mask, (0, 1)).all()):
-            raise DataError(f"Mask file '{path}' must be a 1-d vector of booleans or 0/1 per feature row; it holds "
-                            f"{mask.dtype} of shape {mask.shape}.")
-        if len(rows) and rows.max() >= len(mask):
-            raise DataError(f"Mask file '{path}' has {len(mask)} entries, but feature row {rows.max()} is used; it needs "
-                            "one entry per feature row.")
-        return mask[rows].astype(bool)
 
     # ----- missing-modality simulation -----
 

@@ -12,7 +12,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from recbole_milk.atomic import atomic_write
+from recbole_milk.atomic import write_json
+from recbole_milk.errors import DataError
 
 # (test_missing_ratio, train_missing_ratio) per setting, paper section 5.1: FT/MT = full/missing train/test.
 SETTING_RATIOS: Dict[str, Tuple[float, float]] = {
@@ -30,9 +31,6 @@ def derived_rng(seed: int, stream: str) -> np.random.Generator:
 def missing_ratios(setting: str, test_ratio: Optional[float] = None,
                    train_ratio: Optional[float] = None) -> Tuple[float, float]:
     """(test, train) share of items that miss at least one modality; explicit ratios override the setting."""
-    if setting not in SETTING_RATIOS:
-        raise ValueError(f"Option 'missing_setting' = {setting!r} is invalid: it must be one of "
-                         + ", ".join(SETTING_RATIOS) + ".")
     default_test, default_train = SETTING_RATIOS[setting]
     return (default_test if test_ratio is None else float(test_ratio),
             default_train if train_ratio is None else float(train_ratio))
@@ -59,9 +57,6 @@ def simulate_missing(n_items: int, n_modalities: int, ratio: float, rng: np.rand
     if n_items == 0 or n_modalities == 0 or ratio <= 0:
         return missing
     probs = [1.0] if count_probs is None else list(count_probs)
-    if len(probs) > n_modalities:
-        raise ValueError(f"Option 'missing_count_probs' = {probs} gives probabilities for up to {len(probs)} missing "
-                         f"modalities, but the dataset has only {n_modalities}; give at most {n_modalities} entries.")
     n_affected = int(math.floor(ratio * n_items + 0.5))
     affected = rng.choice(n_items, size=n_affected, replace=False)
     counts = rng.permutation(np.repeat(np.arange(1, len(probs) + 1), _apportion(n_affected, probs)))
@@ -80,20 +75,20 @@ def read_missing_file(path: str, modality_names: Sequence[str]) -> Dict[str, Dic
         with open(path, encoding="utf-8") as handle:
             content = json.load(handle)
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"missing_file '{path}' cannot be read as JSON ({error}); it must look like "
+        raise DataError(f"missing_file '{path}' cannot be read as JSON ({error}); it must look like "
                          '{"test_missing": {"<item token>": "<modality>"}, "train_missing": {...}}.') from error
     index = {name: m for m, name in enumerate(modality_names)}
     parsed: Dict[str, Dict[str, List[int]]] = {}
     for part in ("test_missing", "train_missing"):
         entries = content.get(part) or {}
         if not isinstance(entries, dict):
-            raise ValueError(f"missing_file '{path}': '{part}' must map item tokens to modality names.")
+            raise DataError(f"missing_file '{path}': '{part}' must map item tokens to modality names.")
         parsed[part] = {}
         for token, names in entries.items():
             names = [names] if isinstance(names, str) else list(names)
             unknown = [name for name in names if name not in index]
             if unknown:
-                raise ValueError(f"missing_file '{path}': item {token} misses modality {unknown[0]!r}, which is not "
+                raise DataError(f"missing_file '{path}': item {token} misses modality {unknown[0]!r}, which is not "
                                  f"in 'modalities' ({list(modality_names)}); use the names of 'modalities'.")
             parsed[part][str(token)] = sorted(index[name] for name in names)
     return parsed
@@ -104,13 +99,7 @@ def write_missing_file(path: str, modality_names: Sequence[str], parts: Dict[str
     content = {"modalities": list(modality_names)}
     for part, rows in parts.items():
         content[part] = {token: [modality_names[m] for m in np.flatnonzero(row)] for token, row in rows.items()}
-    write_json_atomic(path, content)
-
-
-def write_json_atomic(path: str, content: object) -> None:
-    """Write JSON to a temporary sibling, then rename, so readers never see a half-written file."""
-    with atomic_write(path, "w", encoding="utf-8") as handle:
-        json.dump(content, handle)
+    write_json(path, content)
 
 
 def imputation_value(features: torch.Tensor, available: torch.Tensor, warm: torch.Tensor, method: str,
@@ -118,11 +107,9 @@ def imputation_value(features: torch.Tensor, available: torch.Tensor, warm: torc
     """Fill value (d,) float32 of one modality: mean over available rows of warm items, or zeros."""
     if method == "zero":
         return torch.zeros(features.shape[1], dtype=torch.float32)
-    if method != "mean":
-        raise ValueError(f"Option 'imputation' = {method!r} is invalid: it must be one of mean, zero.")
     rows = available & warm
     if not bool(rows.any()):
-        raise ValueError(f"Modality '{modality}' is missing for every warm item, so mean imputation has nothing to "
+        raise DataError(f"Modality '{modality}' is missing for every warm item, so mean imputation has nothing to "
                          "average; lower train_missing_ratio, or set imputation: zero.")
     # Accumulate in float64: features may have been float16 on disk, whose sums overflow.
     return features[rows].double().mean(dim=0).float()

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from recbole.sampler import Sampler
 
-from recbole_milk.data.dataset import ROLE_TEST, ROLE_VALID, ROLE_WARM
+from recbole_milk.data.roles import ROLE_TEST, ROLE_VALID, ROLE_WARM
 
 
 def phase_item_pool(item_role: torch.Tensor, phase: str, candidate_pool: str = "all_new") -> Optional[torch.Tensor]:
@@ -24,9 +24,7 @@ def phase_item_pool(item_role: torch.Tensor, phase: str, candidate_pool: str = "
         return None
     if candidate_pool == "all_new":
         return is_new
-    if candidate_pool == "split_new":
-        return item_role == (ROLE_VALID if phase == "valid" else ROLE_TEST)
-    raise ValueError(f"Option 'candidate_pool' = {candidate_pool!r} is invalid: it must be one of all_new, split_new.")
+    return item_role == (ROLE_VALID if phase == "valid" else ROLE_TEST)
 
 
 class WarmItemSampler(Sampler):

@@ -12,8 +12,9 @@ from recbole.utils import ModelType, set_color
 
 from recbole_milk.atomic import remove_stale_temporaries
 from recbole_milk.data.dataloader import NewItemFullSortEvalDataLoader
-from recbole_milk.data.dataset import DataError, NewItemDataset, cache_key, default_cache_path
+from recbole_milk.data.dataset import NewItemDataset, cache_key, default_cache_path
 from recbole_milk.data.sampler import WarmItemSampler
+from recbole_milk.errors import DataError
 
 PHASES = ("train", "valid", "test")
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import torch
-
 from fixtures import write_toy_dataset
 
 REPO = Path(__file__).resolve().parents[2]

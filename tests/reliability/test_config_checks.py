@@ -28,7 +28,7 @@ BAD_OPTIONS = [
     ("MILK", "embedding_size", 0, "an integer > 0"),
     ("MILK", "embedding_size", -64, "an integer > 0"),
     ("MILK", "embedding_size", 63.5, "an integer > 0"),
-    ("MILK", "env_loss_reduction", "max", "one of mean, sum"),
+    ("MILK", "env_loss_reduction", "max", "one of sum, mean"),
     ("BPR", "missing_setting", "FTXX", "one of FTFT, FTMT, MTMT"),
     ("BPR", "imputation", "median", "one of mean, zero"),
     ("BPR", "candidate_pool", "everything", "one of all_new, split_new"),
@@ -36,6 +36,14 @@ BAD_OPTIONS = [
     ("BPR", "cold_item_ratio", 1.0, "(0.0, 1.0)"),
     ("BPR", "cold_item_ratio", NAN, "(0.0, 1.0)"),
     ("BPR", "cold_valid_share", 1.5, "(0.0, 1.0)"),
+    ("BPR", "epochs", -3, "an integer > 0"),
+    ("BPR", "epochs", 0, "an integer > 0"),
+    ("MILK", "fusion", "median", "one of all, available"),
+    ("MILK", "missing_modality", "mean", "one of imputed, learned, cross_modal"),
+    ("MILK", "extractor_hidden_sizes", [0], "a list of positive integers"),
+    ("DUIF", "modality_dropout", 1.0, "[0.0, 1.0)"),
+    ("DUIF", "score_calibration", "yes", "one of none, pattern"),
+    ("DropoutNet", "pretrain_epochs", 0, "an integer > 0"),
 ]
 
 

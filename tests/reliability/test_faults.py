@@ -14,12 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 from fixtures import toy_config
-from reliability_support import child_result, start_child, state_dicts_equal, training_toy, wait_until_ready
+from reliability_support import (
+    child_result,
+    start_child,
+    state_dicts_equal,
+    training_toy,
+    wait_until_ready,
+)
 
 from recbole_milk import atomic
+from recbole_milk.atomic import write_json
 from recbole_milk.data import embedded
 from recbole_milk.data.dataset import NewItemDataset, default_cache_path
-from recbole_milk.data.missing import write_json_atomic
 from recbole_milk.data.utils import create_dataset
 from recbole_milk.options import ConfigError
 from recbole_milk.quick_start import run_recbole_milk
@@ -169,7 +175,7 @@ def test_resume_from_a_checkpoint_of_another_model_is_refused(toy):
 def test_an_unreadable_checkpoint_is_a_clear_error(toy, tmp_path):
     broken = tmp_path / "broken.pth"
     broken.write_bytes(b"PK\x03\x04 torn")
-    with pytest.raises(ConfigError, match=r"'resume_from': checkpoint '.*broken\.pth' cannot be read.*resume_from: ~"):
+    with pytest.raises(ConfigError, match=r"Option 'resume_from': Checkpoint '.*broken\.pth' cannot be read.*resume_from: ~"):
         run_recbole_milk("MILK", "toy", config_dict=dict(toy, resume_from=str(broken)))
 
 
@@ -234,7 +240,7 @@ def test_concurrent_writers_of_one_json_file_never_collide(tmp_path):
     def write(writer):
         try:
             for round_ in range(50):
-                write_json_atomic(str(target), {"writer": writer, "round": round_})
+                write_json(str(target), {"writer": writer, "round": round_})
         except Exception as error:  # collected and asserted below
             errors.append(error)
 

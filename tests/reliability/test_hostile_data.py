@@ -11,7 +11,7 @@ from reliability_support import feature_path, folder, inter_rows, rewrite_inter
 
 from recbole_milk.data.dataset import ROLE_TEST, ROLE_VALID, ROLE_WARM, DataError
 from recbole_milk.data.utils import create_dataset, data_preparation
-from recbole_milk.model.milk import MILK
+from recbole_milk.model.general_recommender.milk import MILK
 from recbole_milk.quick_start import run_recbole_milk
 
 QUICK = {"epochs": 2, "eval_step": 1}
@@ -93,8 +93,8 @@ def test_items_missing_every_modality_are_scored_from_imputed_content(toy, tmp_p
         raw = np.load(feature_path(toy, modality))
         raw[[5, 7, 30]] = np.nan  # two test items and one warm item lose everything
         np.save(feature_path(toy, modality), raw)
-    for fusion in ("imputed", "available"):
-        config, dataset, (train, _, _) = prepared(toy, cold_item_file=split, inference_fusion=fusion)
+    for fusion in ("all", "available"):
+        config, dataset, (train, _, _) = prepared(toy, cold_item_file=split, fusion=fusion)
         blind = ids_of(dataset, [5, 7, 30])
         assert not dataset.item_availability[blind].any()
         assert (dataset.item_group[blind] == 2).all() and dataset.item_group_names[2] == "missing_2"

@@ -11,10 +11,17 @@ from fixtures import toy_config, write_toy_dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recbole_milk.data.dataset import ROLE_PAD, ROLE_TEST, ROLE_VALID, ROLE_WARM, DataError, NewItemDataset
+from recbole_milk.data.dataset import (
+    ROLE_PAD,
+    ROLE_TEST,
+    ROLE_VALID,
+    ROLE_WARM,
+    DataError,
+    NewItemDataset,
+)
 from recbole_milk.data.missing import derived_rng, simulate_missing
 from recbole_milk.data.utils import create_samplers
-from recbole_milk.model.milk import EnvironmentSampler
+from recbole_milk.model.environments import EnvironmentSampler
 
 QUICK = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 DATASETS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -8,50 +8,20 @@ the shared recommendation layers learn to score from either; a new item is score
 from typing import Any, Optional
 
 import torch
-import torch.nn as nn
 from recbole.model.init import xavier_normal_initialization
 
-from recbole_milk.model.content import (
-    ACTIVATION_RULE,
-    HIDDEN_SIZES_RULE,
-    ContentRecommender,
-    batch_items,
-    mlp,
-    squared_norm,
-)
-from recbole_milk.options import NON_NEGATIVE, RATIO, positive_int
-from recbole_milk.pretrained import CONFIG_KEY, folder_rule
+from recbole_milk.model.abstract_recommender import TwoStageRecommender, batch_items
+from recbole_milk.model.content_inputs import ItemContent
+from recbole_milk.model.layers import ACTIVATION_RULE, MixtureOfExperts, mlp
+from recbole_milk.model.loss import squared_norm
+from recbole_milk.options import HIDDEN_SIZES, NON_NEGATIVE, RATIO, positive_int
 
 
-class MixtureOfExperts(nn.Module):
-    """sum_k softmax(G x)_k * (W_k x + b_k) with `num_experts` distinct affine experts.
-
-    The experts are the K output blocks of one (d_in -> K * d_out) layer: each block has its own weights, and one
-    matrix product evaluates them all.
-    """
-
-    def __init__(self, input_size: int, output_size: int, num_experts: int):
-        super().__init__()
-        self.num_experts = num_experts
-        self.output_size = output_size
-        self.experts = nn.Linear(input_size, num_experts * output_size)
-        self.gate = nn.Linear(input_size, num_experts)
-
-    def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, K, d_out): every expert's output."""
-        return self.experts(x).view(x.shape[0], self.num_experts, self.output_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = torch.softmax(self.gate(x), dim=1)
-        return (weights.unsqueeze(2) * self.expert_outputs(x)).sum(dim=1)
-
-
-class Heater(ContentRecommender):
+class Heater(TwoStageRecommender):
     r"""Heater: content-to-CF alignment by a mixture of experts, randomized training, shared transformations.
 
     psi_v = MoE(x_v) (x_v: the M modalities concatenated, each imputed, L2-normalised if normalize_features),
-    in the space of the frozen pre-trained warm CF embeddings U, V (see recbole_milk/pretrained.py and
-    `pretrained_cf_dir`). Item input: V_v for a warm item, psi_v for every other item; in training a warm item's
+    in the space of the frozen pre-trained warm CF embeddings U, V (TwoStageRecommender). Item input: V_v for a warm item, psi_v for every other item; in training a warm item's
     V_v is replaced by psi_v with probability `random_replace_rate` (randomized training). Representations:
     item g_V(input), user g_U(U_u), MLPs with hidden layers `hidden_sizes` to `embedding_size`; score: their inner
     product. Loss: mean squared error of the score to the pre-trained score U_u^T V_v over the batch's (u, pos)
@@ -66,15 +36,14 @@ class Heater(ContentRecommender):
     """
 
     option_rules = {
-        **ContentRecommender.option_rules,
+        **TwoStageRecommender.option_rules,
         "embedding_size": positive_int(),
-        "hidden_sizes": HIDDEN_SIZES_RULE,
+        "hidden_sizes": HIDDEN_SIZES,
         "activation": ACTIVATION_RULE,
         "num_experts": positive_int(),
         "random_replace_rate": RATIO,
         "align_weight": NON_NEGATIVE,
         "reg_weight": NON_NEGATIVE,
-        CONFIG_KEY: folder_rule(),
     }
 
     def __init__(self, config: Any, dataset: Any):
@@ -83,36 +52,29 @@ class Heater(ContentRecommender):
         self.random_replace_rate = float(self.options["random_replace_rate"])
         self.align_weight = float(self.options["align_weight"])
         self.reg_weight = float(self.options["reg_weight"])
-        cf_size = self.register_frozen_cf(dataset)
         hidden, activation = self.options["hidden_sizes"], self.options["activation"]
-        self.content_experts = MixtureOfExperts(self.content_size, cf_size, self.options["num_experts"])
-        self.user_transform = mlp(cf_size, hidden, self.embedding_size, activation)
-        self.item_transform = mlp(cf_size, hidden, self.embedding_size, activation)
+        self.content_experts = MixtureOfExperts(self.content_size, self.cf_size, self.options["num_experts"])
+        self.user_transform = mlp(self.cf_size, hidden, self.embedding_size, activation)
+        self.item_transform = mlp(self.cf_size, hidden, self.embedding_size, activation)
         self.apply(xavier_normal_initialization)
 
     def user_representations(self, users: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.user_transform(self.user_cf if users is None else self.user_cf[users])
 
-    def represent_items(self, content: torch.Tensor, items: Optional[torch.Tensor] = None) -> torch.Tensor:
-        aligned = self.content_experts(content)
-        if items is not None:
-            aligned = torch.where(self.warm_items[items].unsqueeze(1), self.item_cf[items], aligned)
-        return self.item_transform(aligned)
+    def represent_items(self, content: ItemContent, items: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.item_transform(self.warm_or_generated(self.content_experts(content.concatenated()), items))
 
     def calculate_loss(self, interaction: Any) -> torch.Tensor:
         users = interaction[self.USER_ID]
         items, pos, neg = batch_items(interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID])
-        aligned = self.content_experts(self.item_content[items])
+        aligned = self.content_experts(self.training_content(items).concatenated())
         item_cf = self.item_cf[items]
         warm = self.warm_items[items].unsqueeze(1)
         replaced = torch.rand(items.shape[0], 1, device=aligned.device) < self.random_replace_rate
         represented = self.item_transform(torch.where(warm & ~replaced, item_cf, aligned))
 
         user_r = self.user_representations(users)
-        user_cf = self.user_cf[users]
-        predicted = torch.cat([(user_r * represented[pos]).sum(dim=1), (user_r * represented[neg]).sum(dim=1)])
-        target = torch.cat([(user_cf * item_cf[pos]).sum(dim=1), (user_cf * item_cf[neg]).sum(dim=1)])
-        loss = (predicted - target).pow(2).mean()
+        loss = self.cf_regression_loss(user_r, represented[pos], represented[neg], users, item_cf[pos], item_cf[neg])
 
         warm_rows = warm.squeeze(1).to(aligned.dtype)
         distance = (aligned - item_cf).pow(2).sum(dim=1)

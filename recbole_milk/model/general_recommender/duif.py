@@ -10,16 +10,11 @@ import torch
 import torch.nn as nn
 from recbole.model.init import xavier_normal_initialization
 
-from recbole_milk.model.content import (
-    ACTIVATION_RULE,
-    HIDDEN_SIZES_RULE,
-    ContentRecommender,
-    batch_items,
-    bpr_loss,
-    mlp,
-    squared_norm,
-)
-from recbole_milk.options import NON_NEGATIVE, positive_int
+from recbole_milk.model.abstract_recommender import ContentRecommender, batch_items
+from recbole_milk.model.content_inputs import ItemContent
+from recbole_milk.model.layers import ACTIVATION_RULE, mlp
+from recbole_milk.model.loss import bpr_loss, squared_norm
+from recbole_milk.options import HIDDEN_SIZES, NON_NEGATIVE, positive_int
 
 
 class DUIF(ContentRecommender):
@@ -38,7 +33,7 @@ class DUIF(ContentRecommender):
     option_rules = {
         **ContentRecommender.option_rules,
         "embedding_size": positive_int(),
-        "content_hidden_sizes": HIDDEN_SIZES_RULE,
+        "content_hidden_sizes": HIDDEN_SIZES,
         "activation": ACTIVATION_RULE,
         "reg_weight": NON_NEGATIVE,
     }
@@ -55,12 +50,12 @@ class DUIF(ContentRecommender):
     def user_representations(self, users: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.user_embedding.weight if users is None else self.user_embedding(users)
 
-    def represent_items(self, content: torch.Tensor, items: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.content_encoder(content)
+    def represent_items(self, content: ItemContent, items: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.content_encoder(content.concatenated())
 
     def calculate_loss(self, interaction: Any) -> torch.Tensor:
         items, pos, neg = batch_items(interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID])
-        represented = self.represent_items(self.item_content[items], items)
+        represented = self.represent_items(self.training_content(items), items)
         user_e = self.user_embedding(interaction[self.USER_ID])
         pos_e, neg_e = represented[pos], represented[neg]
         loss = bpr_loss((user_e * pos_e).sum(dim=1), (user_e * neg_e).sum(dim=1))

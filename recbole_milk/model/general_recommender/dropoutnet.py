@@ -9,23 +9,17 @@ from typing import Any, Optional
 import torch
 from recbole.model.init import xavier_normal_initialization
 
-from recbole_milk.model.content import (
-    ACTIVATION_RULE,
-    HIDDEN_SIZES_RULE,
-    ContentRecommender,
-    batch_items,
-    mlp,
-    squared_norm,
-)
-from recbole_milk.options import NON_NEGATIVE, RATIO, positive_int
-from recbole_milk.pretrained import CONFIG_KEY, folder_rule
+from recbole_milk.model.abstract_recommender import TwoStageRecommender, batch_items
+from recbole_milk.model.content_inputs import ItemContent
+from recbole_milk.model.layers import ACTIVATION_RULE, mlp
+from recbole_milk.model.loss import squared_norm
+from recbole_milk.options import HIDDEN_SIZES, NON_NEGATIVE, RATIO, positive_int
 
 
-class DropoutNet(ContentRecommender):
+class DropoutNet(TwoStageRecommender):
     r"""DropoutNet: f_U(U_u)^T f_V([V_v; x_v]) regressed onto the pre-trained score U_u^T V_v.
 
-    U, V: frozen pre-trained warm CF embeddings (buffers, never trained; see recbole_milk/pretrained.py for the
-    two-stage path and `pretrained_cf_dir`). x_v: the M modalities concatenated (each imputed, L2-normalised if
+    U, V: frozen pre-trained warm CF embeddings (TwoStageRecommender: buffers, never trained). x_v: the M modalities concatenated (each imputed, L2-normalised if
     normalize_features). f_U and f_V: MLPs with hidden layers `hidden_sizes` and output `embedding_size`.
 
     Training: for every (user, positive, warm negative) triple both pairs (u, pos) and (u, neg) are regression
@@ -43,13 +37,12 @@ class DropoutNet(ContentRecommender):
     """
 
     option_rules = {
-        **ContentRecommender.option_rules,
+        **TwoStageRecommender.option_rules,
         "embedding_size": positive_int(),
-        "hidden_sizes": HIDDEN_SIZES_RULE,
+        "hidden_sizes": HIDDEN_SIZES,
         "activation": ACTIVATION_RULE,
         "dropout_rate": RATIO,
         "reg_weight": NON_NEGATIVE,
-        CONFIG_KEY: folder_rule(),
     }
 
     def __init__(self, config: Any, dataset: Any):
@@ -57,10 +50,9 @@ class DropoutNet(ContentRecommender):
         self.embedding_size = self.options["embedding_size"]
         self.dropout_rate = float(self.options["dropout_rate"])
         self.reg_weight = float(self.options["reg_weight"])
-        cf_size = self.register_frozen_cf(dataset)
         hidden, activation = self.options["hidden_sizes"], self.options["activation"]
-        self.user_tower = mlp(cf_size, hidden, self.embedding_size, activation)
-        self.item_tower = mlp(cf_size + self.content_size, hidden, self.embedding_size, activation)
+        self.user_tower = mlp(self.cf_size, hidden, self.embedding_size, activation)
+        self.item_tower = mlp(self.cf_size + self.content_size, hidden, self.embedding_size, activation)
         self.apply(xavier_normal_initialization)
 
     def user_representations(self, users: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -69,23 +61,22 @@ class DropoutNet(ContentRecommender):
     def _item_tower(self, preference: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         return self.item_tower(torch.cat([preference, content], dim=1))
 
-    def represent_items(self, content: torch.Tensor, items: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def represent_items(self, content: ItemContent, items: Optional[torch.Tensor] = None) -> torch.Tensor:
+        rows = content.concatenated()
         if items is None:
-            preference = content.new_zeros((content.shape[0], self.item_cf.shape[1]))
+            preference = rows.new_zeros((rows.shape[0], self.cf_size))
         else:
-            preference = self.item_cf[items] * self._warm_mask(items, content)
-        return self._item_tower(preference, content)
+            preference = self.item_cf[items] * self._warm_mask(items, rows)
+        return self._item_tower(preference, rows)
 
     def calculate_loss(self, interaction: Any) -> torch.Tensor:
         users = interaction[self.USER_ID]
         items, pos, neg = batch_items(interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID])
         preference = self.item_cf[items] * self._warm_mask(items, self.item_cf)
         kept = torch.rand(items.shape[0], 1, device=preference.device) >= self.dropout_rate
-        represented = self._item_tower(preference * kept.to(preference.dtype), self.item_content[items])
+        represented = self._item_tower(preference * kept.to(preference.dtype),
+                                       self.training_content(items).concatenated())
         user_r = self.user_representations(users)
-        user_cf = self.user_cf[users]
         item_cf = self.item_cf[items]
-        predicted = torch.cat([(user_r * represented[pos]).sum(dim=1), (user_r * represented[neg]).sum(dim=1)])
-        target = torch.cat([(user_cf * item_cf[pos]).sum(dim=1), (user_cf * item_cf[neg]).sum(dim=1)])
-        loss = (predicted - target).pow(2).mean()
+        loss = self.cf_regression_loss(user_r, represented[pos], represented[neg], users, item_cf[pos], item_cf[neg])
         return loss + self.reg_weight * squared_norm(user_r, represented[pos], represented[neg])

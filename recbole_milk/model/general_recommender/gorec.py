@@ -12,9 +12,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.init import xavier_normal_initialization
 
-from recbole_milk.model.content import ACTIVATION_RULE, ContentRecommender, batch_items, mlp
+from recbole_milk.errors import DataError
+from recbole_milk.model.abstract_recommender import TwoStageRecommender, batch_items
+from recbole_milk.model.content_inputs import ItemContent
+from recbole_milk.model.layers import ACTIVATION_RULE, mlp
+from recbole_milk.model.loss import gaussian_kl, uniformity
 from recbole_milk.options import NON_NEGATIVE, RATIO, positive_int
-from recbole_milk.pretrained import CONFIG_KEY, folder_rule
 
 KMEANS_ITERATIONS = 25
 # The authors train on batches of 256 warm items, so their uniformity term spans 256 x 256 pairs. A batch here
@@ -43,28 +46,10 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     return distances.argmin(dim=1)
 
 
-def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
-    """Element-wise KL(N(mu_q, exp(logvar_q)) || N(mu_p, exp(logvar_p))) of diagonal Gaussians."""
-    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).pow(2)) / logvar_p.exp() - 1.0)
-
-
-def uniformity(x: torch.Tensor) -> torch.Tensor:
-    """log of the mean over pairs i != j of exp(-2 ||x_i - x_j||^2), rows L2-normalised (Wang and Isola, 2020);
-    lower is more uniform. For unit rows ||x_i - x_j||^2 = 2 - 2 <x_i, x_j>: one matrix product."""
-    unit = F.normalize(x, dim=1)
-    n = unit.shape[0]
-    if n < 2:
-        return unit.new_zeros(())
-    kernel = torch.exp(-2.0 * (2.0 - 2.0 * unit @ unit.t()))
-    off_diagonal = kernel.sum() - kernel.diagonal().sum()
-    return torch.log(off_diagonal / (n * (n - 1)))
-
-
-class GoRec(ContentRecommender):
+class GoRec(TwoStageRecommender):
     r"""GoRec: a CVAE over pre-trained warm CF item embeddings V, conditioned on content.
 
-    U, V: frozen pre-trained warm CF embeddings (buffers, never trained; see recbole_milk/pretrained.py and
-    `pretrained_cf_dir`). c_i: the M modalities concatenated, each imputed and L2-normalised (if
+    U, V: frozen pre-trained warm CF embeddings (TwoStageRecommender). c_i: the M modalities concatenated, each imputed and L2-normalised (if
     normalize_features) by the same code in training, evaluation and serving.
 
       posterior   q(z | v, c):  h = tanh(W [c; v]) (`hidden_size`), mu, logvar = affine(h)   (`latent_size`)
@@ -96,7 +81,7 @@ class GoRec(ContentRecommender):
     """
 
     option_rules = {
-        **ContentRecommender.option_rules,
+        **TwoStageRecommender.option_rules,
         "latent_size": positive_int(),
         "hidden_size": positive_int(),
         "activation": ACTIVATION_RULE,
@@ -104,7 +89,6 @@ class GoRec(ContentRecommender):
         "kl_weight": NON_NEGATIVE,
         "uniformity_weight": NON_NEGATIVE,
         "num_clusters": positive_int(),
-        CONFIG_KEY: folder_rule(),
     }
 
     def __init__(self, config: Any, dataset: Any):
@@ -113,7 +97,7 @@ class GoRec(ContentRecommender):
         self.kl_weight = float(self.options["kl_weight"])
         self.uniformity_weight = float(self.options["uniformity_weight"])
         latent, hidden = self.options["latent_size"], self.options["hidden_size"]
-        cf_size = self.register_frozen_cf(dataset)
+        cf_size = self.cf_size
 
         self.posterior_hidden = nn.Sequential(nn.Linear(self.content_size + cf_size, hidden), nn.Tanh())
         self.posterior_mu = nn.Linear(hidden, latent)
@@ -123,17 +107,18 @@ class GoRec(ContentRecommender):
         self.decoder = mlp(self.content_size + latent, [hidden], cf_size, self.options["activation"])
         self.apply(xavier_normal_initialization)
 
+        # Persistent: the clusters are fitted state, and an artefact rebuilds the model without warm content.
         centroids, cluster_cf = self._content_clusters(int(config["seed"] or 0))
-        self.register_buffer("cluster_centroids", centroids, persistent=False)
-        self.register_buffer("cluster_cf_mean", cluster_cf, persistent=False)
+        self.register_buffer("cluster_centroids", centroids)
+        self.register_buffer("cluster_cf_mean", cluster_cf)
 
     def _content_clusters(self, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """(centroids, mean warm CF embedding per cluster) of the warm items' prepared content."""
         warm = torch.nonzero(self.warm_items).squeeze(1)
         if warm.numel() == 0:
-            raise ValueError("GoRec needs warm items (items whose interactions training sees) to cluster; the "
+            raise DataError("GoRec needs warm items (items whose interactions training sees) to cluster; the "
                              "dataset's split has none.")
-        content = self.item_content[warm]
+        content = self.item_content(warm).concatenated()
         centroids = kmeans(content, self.options["num_clusters"], torch.Generator().manual_seed(seed))
         assignment = nearest(content, centroids)
         sizes = torch.bincount(assignment, minlength=centroids.shape[0]).unsqueeze(1).to(content.dtype)
@@ -154,16 +139,13 @@ class GoRec(ContentRecommender):
     def user_representations(self, users: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.user_cf if users is None else self.user_cf[users]
 
-    def represent_items(self, content: torch.Tensor, items: Optional[torch.Tensor] = None) -> torch.Tensor:
-        generated = self.generate(content)
-        if items is None:
-            return generated
-        return torch.where(self.warm_items[items].unsqueeze(1), self.item_cf[items], generated)
+    def represent_items(self, content: ItemContent, items: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.warm_or_generated(self.generate(content.concatenated()), items)
 
     def calculate_loss(self, interaction: Any) -> torch.Tensor:
         items, _, _ = batch_items(interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID])
         items = items[self.warm_items[items]]  # the sampler gives warm items only; this keeps the contract local
-        content, target = self.item_content[items], self.item_cf[items]
+        content, target = self.training_content(items).concatenated(), self.item_cf[items]
         mu, logvar = self.posterior(content, target)
         # Sampling and dropout are training noise; in eval mode the loss is deterministic (z = posterior mean).
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu

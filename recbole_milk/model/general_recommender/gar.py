@@ -14,11 +14,10 @@ import torch.nn.functional as F
 from recbole.model.init import xavier_normal_initialization
 from torch.func import functional_call
 
-from recbole_milk.model.content import ACTIVATION_RULE, HIDDEN_SIZES_RULE, ContentRecommender, mlp
-from recbole_milk.options import in_range, positive_int
-from recbole_milk.pretrained import CONFIG_KEY, folder_rule
-
-SHARE = in_range(0.0, 1.0)
+from recbole_milk.model.abstract_recommender import TwoStageRecommender
+from recbole_milk.model.content_inputs import ItemContent
+from recbole_milk.model.layers import ACTIVATION_RULE, mlp
+from recbole_milk.options import HIDDEN_SIZES, SHARE, positive_int
 
 
 def frozen(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
@@ -26,11 +25,10 @@ def frozen(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     return functional_call(module, {name: p.detach() for name, p in module.named_parameters()}, (inputs,))
 
 
-class GAR(ContentRecommender):
+class GAR(TwoStageRecommender):
     r"""GAR: generator G(x_i) against recommender R(u, e) = <f_U(U_u), f_I(e)>.
 
-    U, V: frozen pre-trained warm CF embeddings (buffers, never trained; see recbole_milk/pretrained.py and
-    `pretrained_cf_dir`). x_i: the M modalities concatenated (each imputed, L2-normalised if normalize_features).
+    U, V: frozen pre-trained warm CF embeddings (TwoStageRecommender). x_i: the M modalities concatenated (each imputed, L2-normalised if normalize_features).
     G: MLP with hidden layers `generator_hidden_sizes` to the CF size. f_U, f_I: MLPs with hidden layers
     `hidden_sizes` to `embedding_size`. Score: R(u, V_i) for warm items, R(u, G(x_i)) for every other item.
 
@@ -55,14 +53,13 @@ class GAR(ContentRecommender):
     """
 
     option_rules = {
-        **ContentRecommender.option_rules,
+        **TwoStageRecommender.option_rules,
         "embedding_size": positive_int(),
-        "hidden_sizes": HIDDEN_SIZES_RULE,
-        "generator_hidden_sizes": HIDDEN_SIZES_RULE,
+        "hidden_sizes": HIDDEN_SIZES,
+        "generator_hidden_sizes": HIDDEN_SIZES,
         "activation": ACTIVATION_RULE,
         "generated_negative_weight": SHARE,
         "similarity_weight": SHARE,
-        CONFIG_KEY: folder_rule(),
     }
 
     def __init__(self, config: Any, dataset: Any):
@@ -70,27 +67,23 @@ class GAR(ContentRecommender):
         self.embedding_size = self.options["embedding_size"]
         self.generated_negative_weight = float(self.options["generated_negative_weight"])
         self.similarity_weight = float(self.options["similarity_weight"])
-        cf_size = self.register_frozen_cf(dataset)
         activation = self.options["activation"]
-        self.generator = mlp(self.content_size, self.options["generator_hidden_sizes"], cf_size, activation)
-        self.user_tower = mlp(cf_size, self.options["hidden_sizes"], self.embedding_size, activation)
-        self.item_tower = mlp(cf_size, self.options["hidden_sizes"], self.embedding_size, activation)
+        self.generator = mlp(self.content_size, self.options["generator_hidden_sizes"], self.cf_size, activation)
+        self.user_tower = mlp(self.cf_size, self.options["hidden_sizes"], self.embedding_size, activation)
+        self.item_tower = mlp(self.cf_size, self.options["hidden_sizes"], self.embedding_size, activation)
         self.apply(xavier_normal_initialization)
 
     def user_representations(self, users: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.user_tower(self.user_cf if users is None else self.user_cf[users])
 
-    def represent_items(self, content: torch.Tensor, items: Optional[torch.Tensor] = None) -> torch.Tensor:
-        embedding = self.generator(content)
-        if items is not None:
-            embedding = torch.where(self.warm_items[items].unsqueeze(1), self.item_cf[items], embedding)
-        return self.item_tower(embedding)
+    def represent_items(self, content: ItemContent, items: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.item_tower(self.warm_or_generated(self.generator(content.concatenated()), items))
 
     def calculate_loss(self, interaction: Any) -> torch.Tensor:
         users, pos_items = interaction[self.USER_ID], interaction[self.ITEM_ID]
         neg_items = interaction[self.NEG_ITEM_ID]
         distinct, inverse = torch.unique(pos_items, return_inverse=True)
-        generated = self.generator(self.item_content[distinct])[inverse]
+        generated = self.generator(self.training_content(distinct).concatenated())[inverse]
         real_pos, real_neg = self.item_cf[pos_items], self.item_cf[neg_items]
         user_cf = self.user_cf[users]
 

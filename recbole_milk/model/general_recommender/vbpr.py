@@ -9,7 +9,9 @@ import torch
 import torch.nn as nn
 from recbole.model.init import xavier_normal_initialization
 
-from recbole_milk.model.content import ContentRecommender, batch_items, bpr_loss, squared_norm
+from recbole_milk.model.abstract_recommender import ContentRecommender, batch_items
+from recbole_milk.model.content_inputs import ItemContent
+from recbole_milk.model.loss import bpr_loss, squared_norm
 from recbole_milk.options import NON_NEGATIVE, positive_int
 
 
@@ -58,11 +60,12 @@ class VBPR(ContentRecommender):
         theta = self.user_content_embedding.weight if users is None else self.user_content_embedding(users)
         return torch.cat([gamma, theta, torch.ones_like(gamma[:, :1])], dim=1)
 
-    def represent_items(self, content: torch.Tensor, items: Optional[torch.Tensor] = None) -> torch.Tensor:
-        projected = self.content_projection(content)
-        bias = self.content_bias(content)
+    def represent_items(self, content: ItemContent, items: Optional[torch.Tensor] = None) -> torch.Tensor:
+        rows = content.concatenated()
+        projected = self.content_projection(rows)
+        bias = self.content_bias(rows)
         if items is None:
-            gamma = projected.new_zeros((content.shape[0], self.embedding_size))
+            gamma = projected.new_zeros((rows.shape[0], self.embedding_size))
         else:
             warm = self._warm_mask(items, projected)
             gamma = self.item_id_embedding(items) * warm
@@ -72,7 +75,7 @@ class VBPR(ContentRecommender):
     def calculate_loss(self, interaction: Any) -> torch.Tensor:
         users = interaction[self.USER_ID]
         items, pos, neg = batch_items(interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID])
-        represented = self.represent_items(self.item_content[items], items)
+        represented = self.represent_items(self.training_content(items), items)
         user_r = self.user_representations(users)
         pos_r, neg_r = represented[pos], represented[neg]
         loss = bpr_loss((user_r * pos_r).sum(dim=1), (user_r * neg_r).sum(dim=1))

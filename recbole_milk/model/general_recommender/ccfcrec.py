@@ -6,57 +6,18 @@ item's co-occurrence signals in the warm interactions. Both are trained on the r
 pulls each item's content-based embedding towards its own co-occurrence embedding and away from other items', so
 that the content module absorbs what co-occurrence teaches. A new item has only the content module.
 """
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.init import xavier_normal_initialization
 
-from recbole_milk.model.clcrec import contrastive_loss
-from recbole_milk.model.content import (
-    ACTIVATION_RULE,
-    HIDDEN_SIZES_RULE,
-    ContentRecommender,
-    batch_items,
-    bpr_loss,
-    mlp,
-    squared_norm,
-)
-from recbole_milk.options import NON_NEGATIVE, in_range, positive_int
-
-POSITIVE = in_range(0.0, float("inf"), low_open=True, high_open=True)
-
-
-class AttentiveContentEncoder(nn.Module):
-    """Content CF module: one embedding per modality (an affine map of its rows), pooled with attention weights
-    softmax_m(w^T tanh(A h_m + b)), then an MLP. The paper pools attribute embeddings this way; modalities play
-    the attributes' part here."""
-
-    def __init__(self, modality_sizes: List[int], embedding_size: int, hidden_sizes: List[int], activation: str):
-        super().__init__()
-        self.modality_sizes = list(modality_sizes)
-        self.projections = nn.ModuleList(nn.Linear(size, embedding_size) for size in modality_sizes)
-        self.attention = nn.Sequential(nn.Linear(embedding_size, embedding_size), nn.Tanh(),
-                                       nn.Linear(embedding_size, 1, bias=False))
-        self.output = mlp(embedding_size, hidden_sizes, embedding_size, activation)
-
-    def attention_weights(self, embedded: torch.Tensor) -> torch.Tensor:
-        """(n, M) weights on the simplex from per-modality embeddings (n, M, d)."""
-        # exp(s - logsumexp s) is the softmax; torch.softmax's CPU kernel stalls on thread hand-offs when the
-        # cores are shared, even for (n, 2) inputs.
-        scores = self.attention(embedded).squeeze(2)
-        return (scores - torch.logsumexp(scores, dim=1, keepdim=True)).exp()
-
-    def embed_modalities(self, content: torch.Tensor) -> torch.Tensor:
-        """(n, M, d) per-modality embeddings of concatenated content rows (n, sum d_m)."""
-        parts = torch.split(content, self.modality_sizes, dim=1)
-        return torch.stack([projection(part) for projection, part in zip(self.projections, parts)], dim=1)
-
-    def forward(self, content: torch.Tensor) -> torch.Tensor:
-        embedded = self.embed_modalities(content)
-        pooled = (self.attention_weights(embedded).unsqueeze(2) * embedded).sum(dim=1)
-        return self.output(pooled)
+from recbole_milk.model.abstract_recommender import ContentRecommender, batch_items
+from recbole_milk.model.content_inputs import ItemContent
+from recbole_milk.model.layers import ACTIVATION_RULE, AttentiveContentEncoder
+from recbole_milk.model.loss import bpr_loss, contrastive_loss, squared_norm
+from recbole_milk.options import HIDDEN_SIZES, NON_NEGATIVE, POSITIVE, positive_int
 
 
 class CCFCRec(ContentRecommender):
@@ -88,7 +49,7 @@ class CCFCRec(ContentRecommender):
     option_rules = {
         **ContentRecommender.option_rules,
         "embedding_size": positive_int(),
-        "content_hidden_sizes": HIDDEN_SIZES_RULE,
+        "content_hidden_sizes": HIDDEN_SIZES,
         "activation": ACTIVATION_RULE,
         "temperature": POSITIVE,
         "num_negatives": positive_int(),
@@ -105,21 +66,20 @@ class CCFCRec(ContentRecommender):
         self.reg_weight = float(self.options["reg_weight"])
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
-        sizes = [x.shape[1] for x in dataset.item_features]
-        self.content_encoder = AttentiveContentEncoder(sizes, self.embedding_size,
+        self.content_encoder = AttentiveContentEncoder(self.modality_sizes, self.embedding_size,
                                                        self.options["content_hidden_sizes"], self.options["activation"])
         self.apply(xavier_normal_initialization)
 
     def user_representations(self, users: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.user_embedding.weight if users is None else self.user_embedding(users)
 
-    def represent_items(self, content: torch.Tensor, items: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.id_or_content(self.item_embedding, self.content_encoder(content), items)
+    def represent_items(self, content: ItemContent, items: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.id_or_content(self.item_embedding, self.content_encoder(content.concatenated()), items)
 
     def calculate_loss(self, interaction: Any) -> torch.Tensor:
         pos_items, neg_items = interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
         items, pos, neg = batch_items(pos_items, neg_items)
-        content_cf = self.content_encoder(self.item_content[items])
+        content_cf = self.content_encoder(self.training_content(items).concatenated())
         cooccurrence_cf = self.item_embedding(items)
         user_e = self.user_embedding(interaction[self.USER_ID])
 

@@ -10,16 +10,11 @@ import torch
 import torch.nn as nn
 from recbole.model.init import xavier_normal_initialization
 
-from recbole_milk.model.content import (
-    ACTIVATION_RULE,
-    HIDDEN_SIZES_RULE,
-    ContentRecommender,
-    batch_items,
-    bpr_loss,
-    mlp,
-    squared_norm,
-)
-from recbole_milk.options import NON_NEGATIVE, positive_int
+from recbole_milk.model.abstract_recommender import ContentRecommender, batch_items
+from recbole_milk.model.content_inputs import ItemContent
+from recbole_milk.model.layers import ACTIVATION_RULE, mlp
+from recbole_milk.model.loss import bpr_loss, squared_norm
+from recbole_milk.options import HIDDEN_SIZES, NON_NEGATIVE, positive_int
 
 
 class MTPR(ContentRecommender):
@@ -42,7 +37,7 @@ class MTPR(ContentRecommender):
         **ContentRecommender.option_rules,
         "embedding_size": positive_int(),
         "content_embedding_size": positive_int(),
-        "content_hidden_sizes": HIDDEN_SIZES_RULE,
+        "content_hidden_sizes": HIDDEN_SIZES,
         "activation": ACTIVATION_RULE,
         "reg_weight": NON_NEGATIVE,
     }
@@ -61,22 +56,22 @@ class MTPR(ContentRecommender):
     def user_representations(self, users: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.user_embedding.weight if users is None else self.user_embedding(users)
 
-    def _normal_and_counterfactual(self, content: torch.Tensor, items: torch.Tensor):
-        encoded = self.content_encoder(content)
+    def _normal_and_counterfactual(self, content: ItemContent, items: torch.Tensor):
+        encoded = self.content_encoder(content.concatenated())
         ids = self.item_id_embedding(items)
         return torch.cat([ids, encoded], dim=1), torch.cat([torch.zeros_like(ids), encoded], dim=1)
 
-    def represent_items(self, content: torch.Tensor, items: Optional[torch.Tensor] = None) -> torch.Tensor:
-        encoded = self.content_encoder(content)
+    def represent_items(self, content: ItemContent, items: Optional[torch.Tensor] = None) -> torch.Tensor:
+        encoded = self.content_encoder(content.concatenated())
         if items is None:
-            ids = encoded.new_zeros((content.shape[0], self.embedding_size))
+            ids = encoded.new_zeros((encoded.shape[0], self.embedding_size))
         else:
             ids = self.item_id_embedding(items) * self._warm_mask(items, encoded)
         return torch.cat([ids, encoded], dim=1)
 
     def calculate_loss(self, interaction: Any) -> torch.Tensor:
         items, pos, neg = batch_items(interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID])
-        normal, counterfactual = self._normal_and_counterfactual(self.item_content[items], items)
+        normal, counterfactual = self._normal_and_counterfactual(self.training_content(items), items)
         user_e = self.user_embedding(interaction[self.USER_ID])
         pos_n = (user_e * normal[pos]).sum(dim=1)
         neg_n = (user_e * normal[neg]).sum(dim=1)

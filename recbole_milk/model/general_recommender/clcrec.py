@@ -12,24 +12,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.init import xavier_normal_initialization
 
-from recbole_milk.model.content import ACTIVATION_RULE, HIDDEN_SIZES_RULE, ContentRecommender, mlp
-from recbole_milk.options import NON_NEGATIVE, in_range, positive_int
-
-POSITIVE = in_range(0.0, float("inf"), low_open=True, high_open=True)
-SHARE = in_range(0.0, 1.0)
-
-
-def contrastive_loss(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
-                     same: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Batch mean of -log softmax of the positive among [positive, negatives] (InfoNCE on inner products).
-
-    anchors, positives: (B, d); negatives: (K, d), shared by all rows; same: bool (B, K), True where a negative is
-    the row's own positive item (left out of that row's softmax).
-    """
-    positive_logit = (anchors * positives).sum(dim=1, keepdim=True)
-    negative_logits = (anchors @ negatives.t()).masked_fill(same, float("-inf"))
-    logits = torch.cat([positive_logit, negative_logits], dim=1) / temperature
-    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+from recbole_milk.model.abstract_recommender import ContentRecommender
+from recbole_milk.model.content_inputs import ItemContent
+from recbole_milk.model.layers import ACTIVATION_RULE, mlp
+from recbole_milk.model.loss import contrastive_loss
+from recbole_milk.options import (
+    HIDDEN_SIZES,
+    NON_NEGATIVE,
+    POSITIVE,
+    SHARE,
+    positive_int,
+)
 
 
 def replace_by_content(ids: torch.Tensor, encoded: torch.Tensor, rate: float) -> torch.Tensor:
@@ -75,7 +68,7 @@ class CLCRec(ContentRecommender):
     option_rules = {
         **ContentRecommender.option_rules,
         "embedding_size": positive_int(),
-        "content_hidden_sizes": HIDDEN_SIZES_RULE,
+        "content_hidden_sizes": HIDDEN_SIZES,
         "activation": ACTIVATION_RULE,
         "temperature": POSITIVE,
         "num_negatives": positive_int(),
@@ -101,8 +94,8 @@ class CLCRec(ContentRecommender):
     def user_representations(self, users: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.user_embedding.weight if users is None else self.user_embedding(users)
 
-    def represent_items(self, content: torch.Tensor, items: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.id_or_content(self.item_id_embedding, self.content_encoder(content), items)
+    def represent_items(self, content: ItemContent, items: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.id_or_content(self.item_id_embedding, self.content_encoder(content.concatenated()), items)
 
     def calculate_loss(self, interaction: Any) -> torch.Tensor:
         users, pos_items = interaction[self.USER_ID], interaction[self.ITEM_ID]
@@ -112,7 +105,7 @@ class CLCRec(ContentRecommender):
         same = neg_items.unsqueeze(0) == pos_items.unsqueeze(1)
 
         ids = self.item_id_embedding(items)
-        encoded = self.content_encoder(self.item_content[items])
+        encoded = self.content_encoder(self.training_content(items).concatenated())
         user_e = self.user_embedding(users)
 
         mixed = replace_by_content(ids, encoded, self.content_replace_rate)

@@ -1,0 +1,1 @@
+"""The plugin's models, one module per model (RecBole's layout): MILK and the new-item baselines."""

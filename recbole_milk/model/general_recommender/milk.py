@@ -1,0 +1,223 @@
+"""MILK (Bai et al., SIGIR 2024): new-item recommendation from multimodal content with missing modalities.
+
+An item is its content: one extractor per modality maps the item's (imputed, optionally L2-normalised) feature rows
+to the embedding space, and the item representation is a fusion of those outputs. Users have a free ID embedding.
+Training adds a masked cross-modality alignment loss (CMAM) and BPR losses over cyclic-mixup fusion environments
+whose mean and variance are penalised (CEIM). See milk-spec.md section 2.
+
+Options of ours, beyond the paper (all off by default): MLP extractors (`extractor_hidden_sizes`), a learned
+embedding or a cross-modal prediction for a missing modality (`missing_modality`), fusion over the available
+modalities (`fusion`), lazy Adam on the user table (`sparse_user_gradients`), and, from the content base,
+missing-aware training (`modality_dropout`) and per-pattern score calibration (`score_calibration`).
+"""
+import math
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from recbole.model.init import xavier_normal_initialization
+
+from recbole_milk.errors import ConfigError
+from recbole_milk.model.abstract_recommender import ContentRecommender, batch_items
+from recbole_milk.model.content_inputs import ItemContent
+from recbole_milk.model.environments import (
+    EnvironmentSampler,
+    combine_environment_losses,
+)
+from recbole_milk.model.layers import (
+    ACTIVATION_RULE,
+    CrossModalImputer,
+    ModalityExtractors,
+)
+from recbole_milk.model.loss import alignment_loss, masked_mse
+from recbole_milk.options import (
+    BOOLEAN,
+    HIDDEN_SIZES,
+    NON_NEGATIVE,
+    in_range,
+    one_of,
+    positive_int,
+)
+
+SPARSE_GRADIENTS_KEY = "sparse_user_gradients"
+
+
+class MILK(ContentRecommender):
+    r"""MILK: multimodality invariant learning for new-item recommendation, as a pairwise RecBole model.
+
+    Per modality m an extractor gives c_j^m; a missing modality's c_j^m is the extractor applied to the imputed row
+    (the paper), a learned vector e^m, or a prediction from the item's available modalities (`missing_modality`).
+    The item is z_j = mean over modalities (`fusion: all`, paper eq. 18) or over its available ones (`available`);
+    training scores each environment e as sum_m w_em <u_i, c_j^m> with fusion weights w_e from EnvironmentSampler.
+    """
+
+    min_modalities = 2
+    option_rules = {
+        **ContentRecommender.option_rules,
+        "embedding_size": positive_int(),
+        "reg_weight": NON_NEGATIVE,
+        "invariance_weight": NON_NEGATIVE,
+        "align_weight": NON_NEGATIVE,
+        "dirichlet_alpha": in_range(0.0, math.inf, low_open=True, high_open=True),
+        "env_loss_reduction": one_of("sum", "mean"),
+        "use_alignment": BOOLEAN,
+        "use_invariance": BOOLEAN,
+        "include_equal_env": BOOLEAN,
+        "cyclic_shift": BOOLEAN,
+        "resample_envs": BOOLEAN,
+        "fusion": one_of("all", "available"),
+        "missing_modality": one_of("imputed", "learned", "cross_modal"),
+        "imputation_weight": NON_NEGATIVE,
+        "extractor_hidden_sizes": HIDDEN_SIZES,
+        "extractor_activation": ACTIVATION_RULE,
+        SPARSE_GRADIENTS_KEY: BOOLEAN,
+    }
+
+    @classmethod
+    def check_options(cls, config: Dict[str, Any]) -> None:
+        # Lazy Adam (torch.optim.SparseAdam) has no weight decay, and gradient clipping and AMP scaling need dense
+        # gradients; say so now rather than fail in the first training step.
+        if config.get(SPARSE_GRADIENTS_KEY) is not True:
+            return
+        conflicts = []
+        if str(config.get("learner", "adam")).lower() != "adam":
+            conflicts.append(f"learner = {config.get('learner')!r} (must be adam)")
+        if config.get("weight_decay"):
+            conflicts.append(f"weight_decay = {config.get('weight_decay')!r} (must be 0; use reg_weight)")
+        if config.get("clip_grad_norm"):
+            conflicts.append(f"clip_grad_norm = {config.get('clip_grad_norm')!r} (must be ~)")
+        if config.get("enable_scaler"):
+            conflicts.append("enable_scaler = True (must be False)")
+        if conflicts:
+            raise ConfigError(
+                f"Option '{SPARSE_GRADIENTS_KEY}' = True cannot be combined with " + ", ".join(conflicts)
+                + f": the user table is then trained by lazy Adam. Change those options or set "
+                f"{SPARSE_GRADIENTS_KEY}: false.")
+
+    def __init__(self, config: Any, dataset: Any):
+        super().__init__(config, dataset)
+        options = self.options
+        self.embedding_size = options["embedding_size"]
+        self.reg_weight = float(options["reg_weight"])
+        self.invariance_weight = float(options["invariance_weight"])
+        self.align_weight = float(options["align_weight"])
+        self.imputation_weight = float(options["imputation_weight"])
+        self.env_loss_reduction = options["env_loss_reduction"]
+        self.use_alignment = options["use_alignment"]
+        self.use_invariance = options["use_invariance"]
+        self.fusion = options["fusion"]
+        self.missing_modality = options["missing_modality"]
+
+        # Sparse: a step updates only the batch's user rows (lazy Adam in the trainer), so epoch time stays linear
+        # in interactions as users grow. Dense (the default) is the paper's optimiser.
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size, sparse=options[SPARSE_GRADIENTS_KEY])
+        self.extractors = ModalityExtractors(self.modality_sizes, self.embedding_size,
+                                             options["extractor_hidden_sizes"], options["extractor_activation"])
+        self.imputer = CrossModalImputer(self.num_modalities, self.embedding_size) \
+            if self.missing_modality == "cross_modal" else None
+        self.apply(xavier_normal_initialization)
+        nn.init.normal_(self.user_embedding.weight, std=0.1)
+        if self.missing_modality == "learned":
+            self.missing_embedding = nn.Parameter(torch.zeros(self.num_modalities, self.embedding_size))
+
+        self.environments = EnvironmentSampler(
+            self.num_modalities,
+            options["dirichlet_alpha"],
+            include_equal_env=options["include_equal_env"],
+            cyclic_shift=options["cyclic_shift"],
+            resample=options["resample_envs"],
+            seed=config["seed"] or 0,
+        )
+
+    # ----- item and user representations (shared by training, evaluation and serving) --------------------------
+
+    def complete(self, extracted: torch.Tensor, availability: torch.Tensor) -> torch.Tensor:
+        """Per-modality embeddings (n, M, D) with each missing modality's replaced as `missing_modality` says."""
+        if self.missing_modality == "imputed":
+            return extracted
+        if self.missing_modality == "learned":
+            filled = self.missing_embedding.unsqueeze(0).to(extracted.dtype)
+        else:
+            filled = self.imputer.predict(extracted, availability)
+        return torch.where(availability.unsqueeze(-1), extracted, filled)
+
+    def fuse(self, embeddings: torch.Tensor, availability: torch.Tensor) -> torch.Tensor:
+        """Inference fusion: the mean of all M embeddings (`all`, paper eq. 18), or of the available modalities
+        only (`available`; an item with none available falls back to all M)."""
+        if self.fusion == "all":
+            return embeddings.mean(dim=1)
+        weights = self._available_weights(availability.to(embeddings.dtype))
+        return (embeddings * weights.unsqueeze(-1)).sum(dim=1)
+
+    @staticmethod
+    def _available_weights(weights: torch.Tensor) -> torch.Tensor:
+        """Rows of (..., M) non-negative weights renormalised to sum 1; an all-zero row becomes uniform."""
+        weights = torch.where(weights.sum(dim=-1, keepdim=True) > 0, weights, torch.ones_like(weights))
+        return weights / weights.sum(dim=-1, keepdim=True)
+
+    def user_representations(self, users: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.user_embedding.weight if users is None else self.user_embedding(users)
+
+    def represent_items(self, content: ItemContent, items: Optional[torch.Tensor] = None) -> torch.Tensor:
+        embeddings = self.complete(self.extractors(content.rows), content.availability)
+        return self.fuse(embeddings, content.availability)
+
+    def random_state(self) -> Dict[str, torch.Tensor]:
+        """State of the private environment generator, saved in resume points so a resumed run draws on."""
+        return {"environments": self.environments.generator.get_state()}
+
+    def load_random_state(self, state: Dict[str, torch.Tensor]) -> None:
+        self.environments.generator.set_state(state["environments"].cpu())
+
+    # ----- training --------------------------------------------------------------------------------------------
+
+    def _environment_differences(self, pos_scores: torch.Tensor, neg_scores: torch.Tensor, pos_available: torch.Tensor,
+                                 neg_available: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """(B, E): negative minus positive score under every environment's fusion weights."""
+        if self.fusion == "all":
+            # Scores are linear in the fusion weights: score under env e = sum_m w_em <u, c^m>.
+            return (neg_scores - pos_scores) @ weights.t()
+
+        def mixed(scores: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+            per_item = self._available_weights(weights.unsqueeze(0) * available.unsqueeze(1).to(scores.dtype))
+            return (per_item * scores.unsqueeze(1)).sum(dim=-1)
+
+        return mixed(neg_scores, neg_available) - mixed(pos_scores, pos_available)
+
+    def calculate_loss(self, interaction: Any) -> torch.Tensor:
+        users = interaction[self.USER_ID]
+        items, pos, neg = batch_items(interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID])
+        content = self.training_content(items)
+        extracted = self.extractors(content.rows)
+        embeddings = self.complete(extracted, content.availability)
+        pos_c, neg_c = embeddings[pos], embeddings[neg]
+        pos_available, neg_available = content.availability[pos], content.availability[neg]
+        user_e = self.user_embedding(users)
+
+        pos_scores = (user_e.unsqueeze(1) * pos_c).sum(dim=-1)
+        neg_scores = (user_e.unsqueeze(1) * neg_c).sum(dim=-1)
+        if self.use_invariance:
+            weights = self.environments().to(device=user_e.device, dtype=user_e.dtype)
+        else:
+            weights = torch.full((1, self.num_modalities), 1.0 / self.num_modalities, device=user_e.device)
+        differences = self._environment_differences(pos_scores, neg_scores, pos_available, neg_available, weights)
+        env_losses = F.softplus(differences).mean(dim=0)
+        if self.use_invariance:
+            loss = combine_environment_losses(env_losses, self.env_loss_reduction, self.invariance_weight)
+        else:
+            loss = env_losses[0]
+
+        if self.use_alignment:
+            positives = torch.unique(pos)
+            loss = loss + self.align_weight * alignment_loss(extracted[positives], content.availability[positives])
+        if self.imputer is not None:
+            # Fit the imputer to predict each available modality from the others, leaving the extractors alone.
+            target = extracted.detach()
+            fitted = content.availability & CrossModalImputer.has_other(content.availability)
+            loss = loss + self.imputation_weight * masked_mse(self.imputer.predict(target, content.availability),
+                                                               target, fitted)
+
+        pos_z, neg_z = self.fuse(pos_c, pos_available), self.fuse(neg_c, neg_available)
+        reg = (user_e.pow(2).sum(dim=1) + pos_z.pow(2).sum(dim=1) + neg_z.pow(2).sum(dim=1)).mean()
+        return loss + self.reg_weight * reg
