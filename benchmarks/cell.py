@@ -79,6 +79,8 @@ def run_cell(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def main(argv: List[str]) -> None:
+    from recbole_milk.atomic import write_json
+
     if len(argv) != 2:
         raise SystemExit("usage: python -m benchmarks.cell SPEC.json OUT.json")
     spec_file, out_file = argv
@@ -86,10 +88,7 @@ def main(argv: List[str]) -> None:
         spec = json.load(handle)
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv; the spec is the whole config
     measurements = run_cell(spec)
-    temporary = f"{out_file}.tmp{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(measurements, handle)
-    os.replace(temporary, out_file)
+    write_json(out_file, measurements)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import grid
+from recbole_milk.atomic import atomic_write, write_text
 
 METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
 LABELS = {"recall@10": "Recall@10", "ndcg@10": "NDCG@10", "recall@20": "Recall@20", "ndcg@20": "NDCG@20"}
@@ -221,7 +222,8 @@ def progress_table(records: List[Dict[str, Any]], profile: grid.Profile, tuned: 
 
 def _save_figure(plt: Any, fig: Any, path: str) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path) as handle:
+        fig.savefig(handle, dpi=120, format="png")
     plt.close(fig)
     return path
 
@@ -343,10 +345,10 @@ def write_report(records: List[Dict[str, Any]], out_dir: str, profile: grid.Prof
     for heading, table in sections:
         lines += [f"## {heading}", ""] + (table or ["not run yet"]) + [""]
     path = os.path.join(out_dir, "results.md")
-    _write_text(path, "\n".join(lines))
+    write_text(path, "\n".join(lines))
     figure_dir = os.path.relpath(out_dir, REPO) if _inside(out_dir, REPO) else out_dir
     section = os.path.join(out_dir, "readme_section.md")
-    _write_text(section, readme_section(records, profile, tuned, figure_dir, commands))
+    write_text(section, readme_section(records, profile, tuned, figure_dir, commands))
     return [path, section] + draw_figures(acc, bars, out_dir)
 
 
@@ -364,15 +366,9 @@ def splice_readme(readme: str, section: str) -> None:
         raise SystemExit(f"{readme} has no benchmark block: put the lines\n{README_BEGIN}\n{README_END}\nwhere the "
                          "results should go, then run report --readme again.")
     head = text[: begin + len(README_BEGIN)]
-    _write_text(readme, head + "\n\n" + section.strip("\n") + "\n\n" + text[end:])
+    write_text(readme, head + "\n\n" + section.strip("\n") + "\n\n" + text[end:])
 
 
 def _inside(path: str, root: str) -> bool:
     return os.path.commonpath([os.path.abspath(path), root]) == root
 
-
-def _write_text(path: str, text: str) -> None:
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temporary, path)

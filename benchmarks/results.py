@@ -10,6 +10,8 @@ import json
 import os
 from typing import Any, Dict, Iterator, List, Tuple
 
+from recbole_milk.atomic import atomic_write
+
 KEY_FIELDS = ("experiment", "variant", "setting", "seed")
 
 
@@ -65,12 +67,8 @@ def forget_results(path: str, keys: set) -> int:
     with locked(path):
         records = read_results(path)
         kept = [record for record in records if record_key(record) not in keys]
-        temporary = f"{path}.tmp{os.getpid()}"
-        with open(temporary, "w", encoding="utf-8") as handle:
+        with atomic_write(path, "w", encoding="utf-8", durable=True) as handle:
             handle.writelines(json.dumps(record, sort_keys=True) + "\n" for record in kept)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
     return len(records) - len(kept)
 
 

@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional
 
 from benchmarks import grid, scaling
 from benchmarks.results import append_result, done_keys, forget_results, read_results
+from recbole_milk.atomic import write_json
 
 REPO = Path(__file__).resolve().parent.parent
 SPLIT_SEED = 2023  # one split and one set of simulated masks for every cell; seeds vary model init and sampling
@@ -171,7 +172,7 @@ def run_one(cell: grid.Cell, args: argparse.Namespace) -> Optional[Dict[str, Any
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     spec = cell_spec(cell, args, scratch, pretrained_cf_dir)
-    (scratch / "spec.json").write_text(json.dumps(spec, indent=2))
+    write_json(scratch / "spec.json", spec, indent=2)
     out_file = scratch / "measurements.json"
     start = time.time()
     with open(scratch / "output.txt", "w") as output:
@@ -260,11 +261,9 @@ def command_tune(args: argparse.Namespace) -> int:
         return 1
     params = ast.literal_eval(best[-1].split(":", 1)[1].strip())
     path = tuned_path(args.results)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump({"best_params": params, "selected_on": "valid NDCG@10", "algo": args.algo,
-                   "max_evals": args.max_evals, "params_file": args.params_file,
-                   "table": str(scratch / "hyper_result.txt")}, handle, indent=2)
+    write_json(path, {"best_params": params, "selected_on": "valid NDCG@10", "algo": args.algo,
+                      "max_evals": args.max_evals, "params_file": args.params_file,
+                      "table": str(scratch / "hyper_result.txt")}, indent=2)
     print(f"best params {params} written to {path}")
     return 0
 

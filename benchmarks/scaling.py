@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from recbole_milk.atomic import atomic_directory, atomic_write
+
 
 def scaled_name(dataset: str, factor: int) -> str:
     return f"{dataset}_x{factor}"
@@ -32,18 +34,15 @@ def build_scaled(data_path: str, dataset: str, factor: int, out_path: str) -> st
         copy = inter.copy()
         copy[user_column] = copy[user_column] + f"~{k}"
         copies.append(copy)
-    staging = Path(out_path) / f".{name}.tmp{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    pd.concat(copies, ignore_index=True).to_csv(staging / f"{name}.inter", sep="\t", index=False)
-    for path in source.iterdir():
-        if path.name == f"{dataset}.inter":
-            continue
-        destination = staging / (f"{name}.yaml" if path.name == f"{dataset}.yaml" else path.name)
-        if path.name == f"{dataset}.yaml":
-            shutil.copyfile(path, destination)
-        else:
-            os.symlink(path.resolve(), destination)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(staging, target)
+    with atomic_directory(target) as staging:
+        with atomic_write(staging / f"{name}.inter", "w", encoding="utf-8") as handle:
+            pd.concat(copies, ignore_index=True).to_csv(handle, sep="\t", index=False)
+        for path in source.iterdir():
+            if path.name == f"{dataset}.inter":
+                continue
+            destination = staging / (f"{name}.yaml" if path.name == f"{dataset}.yaml" else path.name)
+            if path.name == f"{dataset}.yaml":
+                shutil.copyfile(path, destination)
+            else:
+                os.symlink(path.resolve(), destination)
     return out_path

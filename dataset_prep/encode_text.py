@@ -18,12 +18,20 @@ import importlib
 import importlib.util
 import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+try:
+    import recbole_milk  # noqa: F401
+except ImportError:  # run from a source checkout without `pip install .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import pandas as pd
+
+from recbole_milk.atomic import save_npy
+from recbole_milk.cli import run_cli
+from recbole_milk.errors import UserInputError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Names under which the packaged all-MiniLM-L6-v2 stands in for a download from the model hub.
@@ -36,7 +44,7 @@ INSTALL_HINT = 'pip install "recbole-milk[text]" (or: pip install sentence-trans
 Encoder = Callable[[List[str]], np.ndarray]
 
 
-class EncodeError(ValueError):
+class EncodeError(UserInputError):
     """The input or the model cannot be used; the message names the file or option and the fix."""
 
 
@@ -98,8 +106,10 @@ def _column(frame: pd.DataFrame, wanted: Optional[str], default_index: int, opti
     raise EncodeError(f"{path} has no column '{wanted}' ({option}); its header is {list(frame.columns)}.")
 
 
-def read_texts(path: Path, id_column: Optional[str] = None, text_column: Optional[str] = None) -> Dict[str, str]:
-    """Item token -> text; blank texts are left out (the item misses the modality)."""
+def read_texts(path: Path, id_column: Optional[str] = None,
+               text_column: Optional[str] = None) -> Tuple[Dict[str, str], List[str]]:
+    """(item token -> text, every listed item token). Blank texts are left out of the first (the item misses the
+    modality), but their items still get a row."""
     if not path.is_file():
         raise EncodeError(f"--input {path} does not exist; give a TSV with a header line, item token and text.")
     frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
@@ -111,7 +121,7 @@ def read_texts(path: Path, id_column: Optional[str] = None, text_column: Optiona
         raise EncodeError(f"{path}: item {repeated.iloc[0]!r} appears on more than one line; keep one text per item.")
     values = frame[texts].str.strip()
     keep = (tokens != "") & (values != "")
-    return dict(zip(tokens[keep], values[keep]))
+    return dict(zip(tokens[keep], values[keep])), tokens[tokens != ""].tolist()
 
 
 def read_row_file(path: Path) -> Dict[str, int]:
@@ -161,16 +171,18 @@ def encode_text_file(
     input_path, output_path = Path(input_path), Path(output_path)
     if output_path.suffix != ".npy":
         raise EncodeError(f"--output {output_path} must end in .npy.")
-    texts = read_texts(input_path, id_column, text_column)
+    texts, listed = read_texts(input_path, id_column, text_column)
     if not texts:
         raise EncodeError(f"{input_path} has no item with a non-empty text.")
     row_map = read_row_file(Path(row_file)) if row_file is not None else None
     tokens = list(texts)
     rows = item_rows(tokens, row_map, input_path)
-    largest = max(int(rows.max()), max(row_map.values(), default=-1) if row_map else -1)
+    # Every listed item needs a row, with text or without: a missing last row would make the dataset reject the file.
+    listed_rows = item_rows(listed, row_map, input_path)
+    largest = max(int(listed_rows.max()), max(row_map.values(), default=-1) if row_map else -1)
     total = largest + 1 if num_rows is None else num_rows
-    if total <= rows.max():
-        raise EncodeError(f"--num_rows {num_rows} is too small: the items need rows up to {int(rows.max())}.")
+    if total <= listed_rows.max():
+        raise EncodeError(f"--num_rows {num_rows} is too small: the items need rows up to {int(listed_rows.max())}.")
 
     encoder = make_encoder()
     print(f"Encoding {len(tokens)} texts from {input_path} ...", flush=True)
@@ -180,15 +192,7 @@ def encode_text_file(
     matrix = np.full((total, embeddings.shape[1]), np.nan, dtype=np.float32)
     matrix[rows] = embeddings
 
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{output_path.stem}.", suffix=".npy", dir=output_path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, matrix)
-        os.replace(staging, output_path)
-    finally:
-        if os.path.exists(staging):
-            os.remove(staging)
+    save_npy(output_path, matrix)
     stats = {"output": str(output_path), "rows": total, "dim": int(matrix.shape[1]), "encoded": len(tokens),
              "missing_rows": int(total - len(tokens))}
     print(f"Wrote {output_path}: {total} rows x {stats['dim']} dims, {len(tokens)} encoded, "
@@ -196,7 +200,7 @@ def encode_text_file(
     return stats
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True, help="TSV with a header line: item token and text columns")
     parser.add_argument("--output", required=True, help="feature file to write (.npy), e.g. DATA_PATH/NAME/text.npy")
@@ -210,17 +214,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--batch_size", type=int, default=64, help="texts per encoder batch (64)")
     parser.add_argument("--device", help="torch device for the model, e.g. cpu or cuda (default: automatic)")
     args = parser.parse_args(argv)
-    try:
-        require_sentence_transformers()
-        encode_text_file(
-            args.input, args.output, lambda: load_encoder(args.model, args.batch_size, args.device),
-            args.row_file, args.num_rows, args.id_column, args.text_column,
-        )
-    except EncodeError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    require_sentence_transformers()
+    return encode_text_file(args.input, args.output, lambda: load_encoder(args.model, args.batch_size, args.device),
+                            args.row_file, args.num_rows, args.id_column, args.text_column)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -15,14 +15,21 @@ Usage:
 """
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+try:
+    import recbole_milk  # noqa: F401
+except ImportError:  # run from a source checkout without `pip install .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 import pandas as pd
+
+from recbole_milk.atomic import atomic_directory, atomic_write, save_npy, write_text
+from recbole_milk.cli import run_cli
+from recbole_milk.errors import UserInputError
 
 FEATURE_SUFFIX = "_feat.npy"
 # MMRec file prefixes -> the plugin's modality names (by role); other prefixes keep their own name.
@@ -39,7 +46,7 @@ INTER_COLUMNS = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(UserInputError):
     """The source folder cannot be converted; the message names the file and the fix."""
 
 
@@ -190,24 +197,15 @@ def convert_mmrec(
             features[modality] = np.concatenate([matrix, padding])
 
     modality_files = {modality: f"{modality}.npy" for modality in features}
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.converting-", dir=out))
-    try:
+    types = dict(INTER_COLUMNS.values())
+    header = [f"{column}:{types[column]}" for column in inter.columns]
+    with atomic_directory(target, replace=overwrite) as staging:
         os.chmod(staging, 0o755)
-        types = dict(INTER_COLUMNS.values())
-        header = [f"{column}:{types[column]}" for column in inter.columns]
-        inter.to_csv(staging / f"{name}.inter", sep="\t", index=False, header=header)
+        with atomic_write(staging / f"{name}.inter", "w", encoding="utf-8") as handle:
+            inter.to_csv(handle, sep="\t", index=False, header=header)
         for modality, matrix in features.items():
-            np.save(staging / modality_files[modality], matrix)
-        (staging / f"{name}.yaml").write_text(dataset_yaml(name, src, modality_files, list(inter.columns)))
-        if target.exists():
-            if not overwrite:
-                raise ConversionError(f"{target} appeared while converting; remove it or pass --overwrite.")
-            shutil.rmtree(target)
-        os.rename(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+            save_npy(staging / modality_files[modality], matrix)
+        write_text(staging / f"{name}.yaml", dataset_yaml(name, src, modality_files, list(inter.columns)))
 
     used = np.unique(inter["item_id"].astype(np.int64).to_numpy())
     stats = {
@@ -248,7 +246,7 @@ def format_stats(stats: Dict[str, Any], name: str, out: Path) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", required=True, help="folder with <name>.inter and *_feat.npy (MMRec layout)")
     parser.add_argument("--name", required=True, help="dataset name; the output is OUT/NAME/")
@@ -259,14 +257,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="keep all-zero feature rows as features (by default they mark the modality missing)",
     )
     args = parser.parse_args(argv)
-    try:
-        stats = convert_mmrec(args.src, args.name, args.out, args.overwrite, not args.keep_zero_rows)
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    stats = convert_mmrec(args.src, args.name, args.out, args.overwrite, not args.keep_zero_rows)
     print(format_stats(stats, args.name, Path(args.out)))
-    return 0
+    return stats
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

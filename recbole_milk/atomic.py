@@ -43,14 +43,19 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def atomic_write(path: PathLike, mode: str = "wb", encoding: Union[str, None] = None) -> Iterator[IO]:
-    """Open a temporary sibling of `path` for writing; on success rename it to `path`, on error delete it."""
+def atomic_write(path: PathLike, mode: str = "wb", encoding: Union[str, None] = None,
+                 durable: bool = False) -> Iterator[IO]:
+    """Open a temporary sibling of `path` for writing; on success rename it to `path`, on error delete it.
+    With `durable`, the data reaches the disk before the rename (a power cut cannot leave an empty file)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary_path(target)
     try:
         with open(temporary, mode, encoding=encoding) as handle:
             yield handle
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(temporary, target)
     finally:
         _remove(temporary)

@@ -10,7 +10,7 @@ more than the other. The fit has two steps, neither of which sees a test item:
 The result is scale_p * s + shift_p per pattern, held by the model (ContentRecommender.set_calibration).
 """
 from logging import getLogger
-from typing import Any, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 
@@ -69,8 +69,9 @@ def _metric(scores: torch.Tensor, positives: torch.Tensor, k: int, name: str) ->
 
 
 @torch.no_grad()
-def fit_calibration(model: Any, valid_data: Any, config: Any) -> None:
-    """Fit the model's per-pattern calibration on the validation split (see the module docstring)."""
+def fit_calibration(model: Any, valid_data: Any, config: Any) -> Dict[str, Any]:
+    """Fit the model's per-pattern calibration on the validation split (see the module docstring); return what
+    was fitted: per pattern present, its shift and scale factor, and the validation metric before and after."""
     logger = getLogger()
     generator = torch.Generator().manual_seed(int(config["seed"]))
     model.eval()
@@ -121,7 +122,10 @@ def fit_calibration(model: Any, valid_data: Any, config: Any) -> None:
                     if value > best + 1e-12:
                         best, scale, shift = value, trial_scale, trial_shift
     model.set_calibration(scale / stds, shift - scale * means / stds)
+    summary = {"metric": f"{name}@{k}", "standardised": round(start, 6), "fitted": round(best, 6),
+               "reference_pattern": reference,
+               "patterns": {int(p): {"items": int(c), "shift": round(float(shift[int(p)]), 4),
+                                     "scale_factor": round(float(scale[int(p)]), 4)} for p, c in zip(present, counts)}}
     logger.info(f"Score calibration fitted on {users.numel()} validation users and {items.numel()} validation "
-                f"items: valid {name}@{k} {start:.4f} (standardised) -> {best:.4f}; patterns {present.tolist()}, "
-                f"reference {reference}, shifts {[round(float(shift[int(p)]), 2) for p in present]}, "
-                f"scale factors {[round(float(scale[int(p)]), 2) for p in present]}")
+                f"items: {summary}")
+    return summary

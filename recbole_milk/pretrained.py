@@ -79,7 +79,8 @@ def write_cf_embeddings(
 def read_cf_folder(folder: str) -> Tuple[Dict[str, Any], np.ndarray, np.ndarray]:
     """(meta, user embeddings, item embeddings) of a folder, checked for shape and finiteness."""
     path = Path(folder)
-    hint = f"create it with `{EXPORT_COMMAND}` and pass --{CONFIG_KEY}=<folder>"
+    hint = (f"create it with `{EXPORT_COMMAND}` and pass --{CONFIG_KEY}=<folder>, or leave {CONFIG_KEY} unset (~) "
+            "and the run trains its own")
     files = [path / META_FILE, path / USER_FILE, path / ITEM_FILE]
     missing = [f.name for f in files if not f.is_file()]
     if missing:

@@ -30,16 +30,19 @@ def prepare_model_inputs(config: Config, train_data: Any) -> None:
         attach_pretrained_cf(train_data._dataset, config["pretrained_cf_dir"])
 
 
-def _calibrate(trainer: Any, model: Any, valid_data: Any, config: Config, saved: bool) -> Optional[Dict[str, float]]:
-    """Fit per-pattern calibration on the best model and the validation split; its validation result after."""
+def _calibrate(trainer: Any, model: Any, valid_data: Any, config: Config, saved: bool) -> Optional[Dict[str, Any]]:
+    """Fit per-pattern calibration on the best model and the validation split: what was fitted, with the
+    validation result after it."""
     if not (isinstance(model, ContentRecommender) and model.calibrated):
         return None
     if saved:
         model.load_state_dict(load_checkpoint(trainer.saved_model_file, trainer.device)["state_dict"])
-    fit_calibration(model, valid_data, config)
+    summary = fit_calibration(model, valid_data, config)
     if saved:
         trainer.save_best_model()
-    return _plain_metrics(trainer.evaluate(valid_data, load_best_model=False, show_progress=config["show_progress"]))
+    summary["valid_result"] = _plain_metrics(trainer.evaluate(valid_data, load_best_model=False,
+                                                              show_progress=config["show_progress"]))
+    return summary
 
 
 def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
@@ -57,11 +60,13 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"])
     best_valid_result = _plain_metrics(best_valid_result)
-    calibrated_valid = _calibrate(trainer, model, valid_data, config, saved)
-    if calibrated_valid is not None:
-        logger.info(f"valid result after calibration: {calibrated_valid}")
-        best_valid_result = calibrated_valid
-        best_valid_score = calibrated_valid[config["valid_metric"].lower()]
+    calibration = _calibrate(trainer, model, valid_data, config, saved)
+    if calibration is not None:
+        # The model that is tested (and tuned on) is the calibrated one: its validation result counts.
+        logger.info(f"valid result after calibration: {calibration['valid_result']}")
+        calibration["valid_result_before"] = best_valid_result
+        best_valid_result = calibration["valid_result"]
+        best_valid_score = best_valid_result[config["valid_metric"].lower()]
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     test_by_group, exposure = trainer.last_group_result, trainer.last_group_exposure
     artifact_file = None
@@ -82,6 +87,7 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
         "test_result": _plain_metrics(test_result),
         "test_result_by_group": test_by_group,
         "test_exposure_by_group": exposure,
+        "calibration": calibration,
         "epochs_trained": epochs,
         "train_seconds_per_epoch": sum(trainer.epoch_seconds) / epochs if epochs else 0.0,
         "saved_model_file": trainer.saved_model_file if saved else None,

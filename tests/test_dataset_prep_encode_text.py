@@ -22,6 +22,15 @@ def write_tsv(path: Path, lines) -> Path:
     return path
 
 
+def test_an_item_without_text_still_gets_its_row_when_it_has_the_largest_token(tmp_path):
+    tsv = write_tsv(tmp_path / "items.tsv", [("item_id", "text"), ("0", "red shoes"), ("1", "a blue hat"),
+                                             ("3", "")])
+    stats = encode_text.encode_text_file(tsv, tmp_path / "text.npy", lambda: fake_encoder)
+    matrix = np.load(tmp_path / "text.npy")
+    assert matrix.shape == (4, 3) and stats["rows"] == 4 and stats["encoded"] == 2
+    assert np.isnan(matrix[3]).all() and np.isnan(matrix[2]).all() and not np.isnan(matrix[:2]).any()
+
+
 def test_texts_land_in_the_rows_of_their_item_tokens(tmp_path):
     tsv = write_tsv(tmp_path / "items.tsv", [("item_id", "text"), ("0", "red shoes"), ("2", "a blue hat"),
                                              ("5", "green socks for kids")])
@@ -92,8 +101,9 @@ def test_missing_extra_is_a_clear_error_naming_the_install_command(monkeypatch, 
     with pytest.raises(encode_text.EncodeError, match="recbole-milk"):
         encode_text.load_encoder("all-MiniLM-L6-v2")
     tsv = write_tsv(tmp_path / "items.tsv", [("item_id", "text"), ("0", "a")])
-    code = encode_text.main(["--input", str(tsv), "--output", str(tmp_path / "text.npy")])
-    assert code == 2
+    with pytest.raises(SystemExit) as stopped:
+        encode_text.run_cli(lambda: encode_text.main(["--input", str(tsv), "--output", str(tmp_path / "text.npy")]))
+    assert stopped.value.code == 2
     assert 'pip install "recbole-milk[text]"' in capsys.readouterr().err
     assert not (tmp_path / "text.npy").exists()
 

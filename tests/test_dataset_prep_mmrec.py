@@ -155,9 +155,9 @@ def test_existing_output_needs_overwrite(tmp_path):
 
 def test_cli_prints_statistics_and_the_run_command(tmp_path, capsys):
     write_mmrec(tmp_path / "src")
-    code = mmrec.main(["--src", str(tmp_path / "src"), "--name", "mini", "--out", str(tmp_path / "out")])
+    stats = mmrec.main(["--src", str(tmp_path / "src"), "--name", "mini", "--out", str(tmp_path / "out")])
     printed = capsys.readouterr().out
-    assert code == 0
+    assert stats["users"] == 5
     assert "5 users, 7 items with interactions, 10 interactions" in printed
     out = tmp_path / "out"
     assert f"--dataset=mini --data_path={out}\n" in printed + "\n"
@@ -173,6 +173,8 @@ def test_converted_dataset_needs_only_its_name_and_data_path(tmp_path):
 
 
 def test_cli_reports_errors_on_stderr_with_exit_code_2(tmp_path, capsys):
-    code = mmrec.main(["--src", str(tmp_path / "nowhere"), "--name", "mini", "--out", str(tmp_path / "out")])
-    assert code == 2
+    with pytest.raises(SystemExit) as stopped:
+        mmrec.run_cli(lambda: mmrec.main(["--src", str(tmp_path / "nowhere"), "--name", "mini",
+                                          "--out", str(tmp_path / "out")]))
+    assert stopped.value.code == 2
     assert "is not a folder" in capsys.readouterr().err

@@ -1,5 +1,4 @@
 import json
-import os
 from types import SimpleNamespace
 
 import pytest

@@ -1,8 +1,7 @@
 import pytest
-
-from recbole_milk.errors import UnknownModelError
 from recbole.model.general_recommender import BPR, LightGCN, Pop
 
+from recbole_milk.errors import UnknownModelError
 from recbole_milk.utils import available_models, get_model
 
 

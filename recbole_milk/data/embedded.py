@@ -1,20 +1,26 @@
 """The embedded default dataset ml-100k-mm: ml-100k with three content modalities per movie.
 
 It is built from the ml-100k copy inside the installed RecBole wheel, so nothing is downloaded and nothing of
-GroupLens lives in this repository. The build takes a few seconds, is deterministic, and is written to a temporary
-folder beside the target and renamed into place, so concurrent builders never leave a half-written dataset.
+GroupLens lives in this repository. The build takes a few seconds, is deterministic, and is written through
+recbole_milk.atomic (a temporary folder beside the target, renamed into place), so concurrent builders never leave a
+half-written dataset.
 """
 import csv
-import errno
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
+
+from recbole_milk.atomic import (
+    atomic_directory,
+    atomic_write,
+    remove_stale_temporaries,
+    save_npy,
+    write_json,
+)
 
 DATASET_NAME = "ml-100k-mm"
 # Bump when the recipe changes, so that caches built by an older recipe are rebuilt instead of reused.
@@ -29,7 +35,6 @@ MODALITY_FILES = {"title": "title.npy", "genre": "genre.npy", "kg": "kg.npy"}
 SOURCE_FILES = ("ml-100k.inter", "ml-100k.item", "ml-100k.kg", "ml-100k.link")
 # GroupLens marks the one movie without a title as "unkonwn" (sic) and movies without a genre as "unknown".
 MISSING_MARKERS = frozenset({"", "unknown", "unkonwn"})
-TMP_PREFIX = f".{DATASET_NAME}.building-"
 
 PathLike = Union[str, os.PathLike]
 
@@ -253,44 +258,19 @@ def _kg_bags(kg_path: Path, link_path: Path, items: List[str]) -> List[Optional[
 def _write_atomically(
     target: Path, inter: pd.DataFrame, items: List[str], features: Dict[str, np.ndarray], info: Dict[str, Any]
 ) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=target.parent))
-    try:
-        os.chmod(staging, 0o755)  # mkdtemp makes it private; the cache may be shared between users
-        inter.to_csv(staging / f"{DATASET_NAME}.inter", sep="\t", index=False)
+    # An earlier recipe's build is replaced; if another builder of this recipe finishes first, its (identical)
+    # result is kept and this one discarded.
+    replace = target.exists() and not is_built(target)
+    remove_stale_temporaries(target.parent)
+    with atomic_directory(target, replace=replace) as staging:
+        os.chmod(staging, 0o755)  # the cache may be shared between users
+        with atomic_write(staging / f"{DATASET_NAME}.inter", "w", encoding="utf-8") as handle:
+            inter.to_csv(handle, sep="\t", index=False)
         rows = pd.DataFrame({ITEM_ROW_HEADER[0]: items, ITEM_ROW_HEADER[1]: np.arange(len(items))})
-        rows.to_csv(staging / ITEM_ROW_FILE, sep="\t", index=False)
+        with atomic_write(staging / ITEM_ROW_FILE, "w", encoding="utf-8") as handle:
+            rows.to_csv(handle, sep="\t", index=False)
         for name, matrix in features.items():
-            np.save(staging / MODALITY_FILES[name], matrix)
+            save_npy(staging / MODALITY_FILES[name], matrix)
         # Written last: its presence marks a complete build.
-        with open(staging / BUILD_INFO, "w", encoding="utf-8") as handle:
-            json.dump(info, handle, indent=2)
-        _move_into_place(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        write_json(staging / BUILD_INFO, info, indent=2)
 
-
-def _move_into_place(staging: Path, target: Path) -> None:
-    try:
-        os.rename(staging, target)  # atomic; replaces only an empty folder
-        return
-    except OSError as error:
-        if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-            raise
-    if is_built(target):
-        return  # another builder won the race; its result is identical
-    # An earlier recipe's build: swap it out, then delete it.
-    retired = Path(tempfile.mkdtemp(prefix=f".{DATASET_NAME}.retired-", dir=target.parent))
-    try:
-        try:
-            os.rename(target, retired / "old")
-        except FileNotFoundError:
-            pass  # another builder is swapping it right now
-        try:
-            os.rename(staging, target)
-        except OSError as error:
-            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not is_built(target):
-                raise
-    finally:
-        shutil.rmtree(retired, ignore_errors=True)

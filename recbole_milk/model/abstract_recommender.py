@@ -258,7 +258,7 @@ class TwoStageRecommender(ContentRecommender):
             raise DataError(
                 f"{type(self).__name__} trains on pre-trained warm CF embeddings, but its dataset carries none "
                 "(dataset.pretrained_cf). run_recbole_milk attaches them; from Python, call "
-                "recbole_milk.pretrained.attach_pretrained_cf(config, dataset) before building the model.")
+                "recbole_milk.pretrained.attach_pretrained_cf(dataset, folder) before building the model.")
         user_cf, item_cf = (torch.as_tensor(matrix, dtype=torch.float32) for matrix in cf)
         if user_cf.shape[0] != self.n_users or item_cf.shape[0] != self.n_items or user_cf.shape[1] != item_cf.shape[1]:
             raise DataError(f"{type(self).__name__}: pre-trained CF embeddings of shapes {tuple(user_cf.shape)} and "

@@ -272,18 +272,24 @@ def test_embedded_builders_in_separate_processes_leave_one_complete_dataset(tmp_
 def test_an_embedded_build_that_dies_before_the_rename_leaves_no_dataset(tmp_path, monkeypatch):
     from test_data_embedded import write_fake_ml100k
 
+    from recbole_milk.atomic import temporary_path
+
     source = write_fake_ml100k(tmp_path / "ml-100k")
     target = tmp_path / "cache" / "ml-100k-mm"
-    def die(staging, target):
+
+    def die(*args, **kwargs):
         raise OSError("killed before the rename")
 
     with monkeypatch.context() as patch:
-        patch.setattr(embedded, "_move_into_place", die)
+        patch.setattr(embedded, "save_npy", die)
         with pytest.raises(OSError, match="before the rename"):
             embedded.build_ml100k_mm(target, source, title_dim=2, kg_dim=2)
-    assert not target.exists()
-    # A staging folder of a SIGKILLed builder is ignored: it is never mistaken for the dataset.
-    (target.parent / f"{embedded.TMP_PREFIX}dead").mkdir()
-    (target.parent / f"{embedded.TMP_PREFIX}dead" / "ml-100k-mm.inter").write_text("user_id:token\n")
+    assert not target.exists() and not list(target.parent.iterdir())
+    # The staging folder of a SIGKILLed builder is never mistaken for the dataset, and the next build removes it.
+    dead = temporary_path(target)
+    dead = dead.with_name(dead.name.replace(f"-{os.getpid()}-", "-999999999-"))
+    dead.mkdir()
+    (dead / "ml-100k-mm.inter").write_text("user_id:token\n")
     embedded.build_ml100k_mm(target, source, title_dim=2, kg_dim=2)
+    assert not dead.exists()
     assert embedded.is_built(target)

@@ -203,7 +203,6 @@ def test_filters_that_remove_every_interaction_are_named(toy):
 
 
 def test_users_with_only_warm_items_or_every_warm_item_do_not_stall_training(toy, caplog):
-    rows = inter_rows(toy)
     extra = [["only-warm", "40", "1", "9000"], ["only-warm", "41", "1", "9001"]]
     extra += [["hog", str(i), "1", str(9100 + i)] for i in range(50)]
     rewrite_inter(toy, lambda rows: rows + extra)
