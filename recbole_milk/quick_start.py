@@ -67,6 +67,9 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
         calibration["valid_result_before"] = best_valid_result
         best_valid_result = calibration["valid_result"]
         best_valid_score = best_valid_result[config["valid_metric"].lower()]
+    # The selected model on the validation split, per group too: what model selection may look at.
+    trainer.evaluate(valid_data, load_best_model=saved, show_progress=config["show_progress"])
+    valid_by_group, valid_exposure = trainer.last_group_result, trainer.last_group_exposure
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     test_by_group, exposure = trainer.last_group_result, trainer.last_group_exposure
     artifact_file = None
@@ -84,6 +87,8 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
         "best_valid_score": float(best_valid_score),
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
+        "valid_result_by_group": valid_by_group,
+        "valid_exposure_by_group": valid_exposure,
         "test_result": _plain_metrics(test_result),
         "test_result_by_group": test_by_group,
         "test_exposure_by_group": exposure,
