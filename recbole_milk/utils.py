@@ -6,6 +6,8 @@ import pkgutil
 from functools import lru_cache
 from typing import Dict, List, Optional, Type
 
+import torch
+
 from recbole_milk.errors import UnknownModelError
 
 # RecBole's model packages whose __init__ imports every model class. exlib_recommender is imported only when one of
@@ -13,8 +15,8 @@ from recbole_milk.errors import UnknownModelError
 RECBOLE_MODEL_PACKAGES = (
     "general_recommender",
     "context_aware_recommender",
-    "sequential_recommender",
     "knowledge_aware_recommender",
+    "sequential_recommender",
 )
 EXLIB_PACKAGE = "recbole.model.exlib_recommender"
 
@@ -27,23 +29,36 @@ def _plugin_models() -> Dict[str, Type]:
 
 
 @lru_cache(maxsize=None)
-def _recbole_models() -> Dict[str, Type]:
+def _recbole_package_models(package: str) -> Dict[str, Type]:
+    """Lower-case name -> class of the models in one of RecBole's model packages (imported on first use)."""
     from recbole.model.abstract_recommender import AbstractRecommender
 
-    found: Dict[str, Type] = {}
-    for package in RECBOLE_MODEL_PACKAGES:
+    # RecBole's sequential_recommender/sine.py turns on autograd anomaly detection when imported, which slows every
+    # later training step several-fold; a lookup must not change it.
+    anomaly = torch.is_anomaly_enabled()
+    try:
         module = importlib.import_module(f"recbole.model.{package}")
-        for name, value in vars(module).items():
-            if inspect.isclass(value) and issubclass(value, AbstractRecommender) and value.__module__.startswith(
-                    f"recbole.model.{package}."):
-                found.setdefault(name.lower(), value)
-    return found
+    finally:
+        torch.autograd.set_detect_anomaly(anomaly)
+    return {name.lower(): value for name, value in vars(module).items()
+            if inspect.isclass(value) and issubclass(value, AbstractRecommender)
+            and value.__module__.startswith(f"recbole.model.{package}.")}
+
+
+def _recbole_model(key: str) -> Optional[Type]:
+    """A RecBole built-in by lower-case name, importing its packages one at a time, most used first."""
+    for package in RECBOLE_MODEL_PACKAGES:
+        found = _recbole_package_models(package).get(key)
+        if found is not None:
+            return found
+    return None
 
 
 def available_models() -> Dict[str, List[str]]:
     """Model class names that get_model resolves: {'plugin': [...], 'recbole': [...]}."""
-    return {"plugin": sorted(model.__name__ for model in _plugin_models().values()),
-            "recbole": sorted(model.__name__ for model in _recbole_models().values())}
+    recbole = {model.__name__ for package in RECBOLE_MODEL_PACKAGES
+               for model in _recbole_package_models(package).values()}
+    return {"plugin": sorted(model.__name__ for model in _plugin_models().values()), "recbole": sorted(recbole)}
 
 
 def _exlib_model(key: str, model_name: str) -> Optional[Type]:
@@ -63,12 +78,9 @@ def _exlib_model(key: str, model_name: str) -> Optional[Type]:
 def get_model(model_name: str) -> Type:
     """Return the model class called `model_name` (case-insensitive): plugin models first, then RecBole's."""
     key = str(model_name).lower()
-    for registry in (_plugin_models(), _recbole_models()):
-        if key in registry:
-            return registry[key]
-    exlib = _exlib_model(key, model_name)
-    if exlib is not None:
-        return exlib
+    found = _plugin_models().get(key) or _recbole_model(key) or _exlib_model(key, model_name)
+    if found is not None:
+        return found
     names = available_models()
     raise UnknownModelError(
         f"Unknown model '{model_name}'. Plugin models: {', '.join(names['plugin'])}. "

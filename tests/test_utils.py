@@ -44,3 +44,12 @@ def test_names_of_modules_that_are_not_models_are_unknown_models():
 def test_every_plugin_model_resolves_by_any_capitalisation():
     for name in available_models()["plugin"]:
         assert get_model(name.upper()).__name__ == name == get_model(name.lower()).__name__
+
+
+def test_looking_up_models_leaves_autograd_anomaly_detection_off():
+    import torch
+
+    # RecBole's sine.py switches it on at import time, which would slow every training step.
+    get_model("SASRec")
+    available_models()
+    assert not torch.is_anomaly_enabled()
