@@ -6,7 +6,8 @@ more than the other. The fit has two steps, neither of which sees a test item:
      p's modalities hidden (imputed exactly as a new item missing them is), against the training users. Every
      pattern gets a scale, even one that no validation item has.
   2. Place: for each pattern among the validation items, a shift (and a scale factor) of the standardised scores,
-     chosen by coordinate search to maximise the validation metric on the ranking of the validation items.
+     chosen by coordinate search to maximise the validation metric on the ranking of the validation items. The
+     search starts from the better of the raw and the standardised scores, so it never ends below either.
 The result is scale_p * s + shift_p per pattern, held by the model (ContentRecommender.set_calibration).
 """
 from logging import getLogger
@@ -104,14 +105,21 @@ def fit_calibration(model: Any, valid_data: Any, config: Any) -> Dict[str, Any]:
 
     present, counts = torch.unique(patterns, return_counts=True)
     reference = int(present[counts.argmax()])
-    scale, shift = torch.ones(means.shape[0]), torch.zeros(means.shape[0])
 
     def score(factor: torch.Tensor, offset: torch.Tensor) -> float:
         adjusted = standard * factor.to(device)[patterns] + offset.to(device)[patterns]
         return _metric(adjusted, positives, k, name)
 
-    best = score(scale, shift)
-    start = best
+    # The raw scores, written in the standardised parametrisation (equal up to one affine map for all items, which
+    # no ranking sees), are a candidate too: the fit never ends below the uncalibrated model.
+    raw_scale = stds / stds[reference]
+    raw_shift = (means - means[reference]) / stds[reference]
+    standardised = score(torch.ones_like(means), torch.zeros_like(means))
+    uncalibrated = score(raw_scale, raw_shift)
+    if uncalibrated > standardised:
+        best, scale, shift = uncalibrated, raw_scale.clone(), raw_shift.clone()
+    else:
+        best, scale, shift = standardised, torch.ones_like(means), torch.zeros_like(means)
     for _ in range(SWEEPS):
         for pattern in (int(p) for p in present if int(p) != reference):
             for factor in SCALE_FACTORS:
@@ -122,7 +130,8 @@ def fit_calibration(model: Any, valid_data: Any, config: Any) -> Dict[str, Any]:
                     if value > best + 1e-12:
                         best, scale, shift = value, trial_scale, trial_shift
     model.set_calibration(scale / stds, shift - scale * means / stds)
-    summary = {"metric": f"{name}@{k}", "standardised": round(start, 6), "fitted": round(best, 6),
+    summary = {"metric": f"{name}@{k}", "uncalibrated": round(uncalibrated, 6), "standardised": round(standardised, 6),
+               "fitted": round(best, 6),
                "reference_pattern": reference,
                "patterns": {int(p): {"items": int(c), "shift": round(float(shift[int(p)]), 4),
                                      "scale_factor": round(float(scale[int(p)]), 4)} for p, c in zip(present, counts)}}

@@ -1,15 +1,18 @@
 """Config subclass that layers the plugin's yaml defaults between RecBole's and the user's."""
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from recbole.config import Config as RecBoleConfig
 
 from recbole_milk.compat import apply_numpy_aliases
+from recbole_milk.errors import ConfigError
 from recbole_milk.options import validate_options
 from recbole_milk.utils import get_model
 
 PLUGIN_CATEGORY = "recbole-milk"
+# Folders of properties/ that hold defaults, not presets.
+NOT_PRESETS = ("model", "dataset", "hyper")
 EMBEDDED_DATASETS = ("ml-100k-mm",)
 
 
@@ -35,7 +38,8 @@ def default_cache_dir() -> Path:
 
 class Config(RecBoleConfig):
     """RecBole Config with priority RecBole defaults < plugin overall < plugin model (its bases' yaml, then its own)
-    < plugin dataset < DATA_PATH/<dataset>/<dataset>.yaml (written by dataset_prep converters) < user.
+    < plugin dataset < DATA_PATH/<dataset>/<dataset>.yaml (written by dataset_prep converters) < the `preset` named
+    by the user (properties/<preset>/<Model>.yaml, then <Model>-<dataset>.yaml) < user.
 
     The user's config files, config_dict and command line keep RecBole's own order among themselves.
     `model` may be a plugin model name, a RecBole built-in name, or a model class.
@@ -83,9 +87,27 @@ class Config(RecBoleConfig):
             if folder_yaml.is_file():
                 loaded = self._update_internal_config_dict(str(folder_yaml)) or {}
                 self.plugin_keys += [key for key in loaded if key not in self.plugin_keys]
+        for path in self._preset_files(root, model, dataset):
+            loaded = self._update_internal_config_dict(str(path)) or {}
+            self.plugin_keys += [key for key in loaded if key not in self.plugin_keys]
         self.parameters[PLUGIN_CATEGORY] = [
             key for key in self.plugin_keys if not any(key in keys for keys in self.parameters.values())
         ]
+
+    def _preset_files(self, root: Path, model: str, dataset: str) -> List[Path]:
+        """The yaml files of the `preset` option: <preset>/<Model>.yaml, then <preset>/<Model>-<dataset>.yaml."""
+        preset = self.external_config_dict.get("preset")
+        if preset is None:
+            return []
+        known = sorted(path.name for path in root.iterdir() if path.is_dir() and path.name not in NOT_PRESETS)
+        folder = root / str(preset)
+        files = [folder / f"{model}.yaml", folder / f"{model}-{dataset}.yaml"]
+        if str(preset) not in known or not files[0].is_file():
+            offered = [name for name in known if (root / name / f"{model}.yaml").is_file()]
+            raise ConfigError(f"Option 'preset' = {preset!r} is invalid for model {model}: it must be one of "
+                              f"{offered or 'none (no preset covers this model)'}, or ~. A preset is a folder of "
+                              f"yaml files in {root}.")
+        return [path for path in files if path.is_file()]
 
     def _set_default_parameters(self):
         if self.dataset in EMBEDDED_DATASETS and "data_path" not in self.external_config_dict:

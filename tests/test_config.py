@@ -2,6 +2,7 @@ import sys
 
 import pytest
 import yaml
+from fixtures import write_toy_dataset
 
 from recbole_milk import config as config_module
 from recbole_milk.config import Config, properties_dir
@@ -83,3 +84,33 @@ def test_a_dataset_folder_yaml_sits_between_plugin_yaml_and_user(plugin_properti
     assert config["layer_probe"] == "folder" and config["other_probe"] == "plugin"
     user = Config(model="BPR", dataset="mine", config_dict={"data_path": str(tmp_path / "data"), "layer_probe": "u"})
     assert user["layer_probe"] == "u"
+
+
+def _properties_with_preset(tmp_path, monkeypatch):
+    import shutil
+
+    import recbole_milk.config as config_module
+
+    root = tmp_path / "properties"
+    shutil.copytree(config_module.properties_dir(), root)
+    (root / "trial").mkdir(exist_ok=True)
+    (root / "trial" / "MILK.yaml").write_text("align_weight: 0.25\nmodality_dropout: 0.2\n")
+    (root / "trial" / "MILK-toy.yaml").write_text("align_weight: 0.75\n")
+    monkeypatch.setattr(config_module, "properties_dir", lambda: root)
+
+
+def test_a_preset_sits_above_the_plugin_defaults_and_below_the_user(tmp_path, monkeypatch):
+    _properties_with_preset(tmp_path, monkeypatch)
+    base = write_toy_dataset(tmp_path / "data")
+    config = Config(model="MILK", config_dict={**base, "preset": "trial"})
+    assert config["align_weight"] == 0.75 and config["modality_dropout"] == 0.2  # <Model>-<dataset>.yaml wins
+    config = Config(model="MILK", config_dict={**base, "dataset": "other", "preset": "trial"})
+    assert config["align_weight"] == 0.25
+    config = Config(model="MILK", config_dict={**base, "preset": "trial", "align_weight": 0.1})
+    assert config["align_weight"] == 0.1
+
+
+def test_an_unknown_preset_names_the_ones_there_are(tmp_path, monkeypatch):
+    _properties_with_preset(tmp_path, monkeypatch)
+    with pytest.raises(ConfigError, match="'preset' = 'fast'.*trial"):
+        Config(model="MILK", config_dict={**write_toy_dataset(tmp_path / "data"), "preset": "fast"})
