@@ -1,6 +1,6 @@
 """The results file: one JSON line per finished run, appended durably, read back without duplicates.
 
-Each line holds the cell's key fields (experiment, variant, setting, seed). A line is written whole, flushed and
+Each line holds the cell's key fields (dataset, experiment, variant, setting, seed). A line is written whole, flushed and
 fsynced before the runner moves on, so a kill loses at most the run in progress. Reading keeps the first line of
 each key and skips a torn last line, so a run that finished twice (two runners, a retried append) counts once.
 """
@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 from recbole_milk.atomic import atomic_write
 
-KEY_FIELDS = ("experiment", "variant", "setting", "seed")
+KEY_FIELDS = ("dataset", "experiment", "variant", "setting", "seed")
 
 
 def record_key(record: Dict[str, Any]) -> Tuple[Any, ...]:

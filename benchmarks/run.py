@@ -4,8 +4,10 @@
     python -m benchmarks.run run --profile=full --dataset=tiktok --data_path=/tmp/data \\
         --cold_item_file=../shared/data/tiktok/reference_split.json \\
         --missing_file=../shared/data/tiktok/reference_missing.json --results=benchmarks/results/results.jsonl
-    python -m benchmarks.run tune --dataset=tiktok --data_path=/tmp/data ...   # run_hyper.py on the valid split
-    python -m benchmarks.run report --results=benchmarks/results/results.jsonl --readme=README.md
+    python -m benchmarks.run run --profile=multi --dataset=synthetic --data_path=/tmp/data \
+        --results=benchmarks/results/synthetic.jsonl
+    python -m benchmarks.run report --results=benchmarks/results/tiktok.jsonl,benchmarks/results/synthetic.jsonl \
+        --readme=README.md
     python -m benchmarks.run forget --blocks=cost,scaling ...   # drop those records; the next run re-measures them
 
 Every cell runs in its own process through run_recbole_milk. Its record is appended to the results file as soon as
@@ -13,7 +15,6 @@ it finishes, and cells already there are skipped, so a killed grid resumes where
 report: markdown tables and PNG figures next to the results file.
 """
 import argparse
-import ast
 import functools
 import hashlib
 import json
@@ -31,18 +32,6 @@ from recbole_milk.atomic import write_json
 
 REPO = Path(__file__).resolve().parent.parent
 SPLIT_SEED = 2023  # one split and one set of simulated masks for every cell; seeds vary model init and sampling
-
-
-def tuned_path(results: str) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(results)), "tuned.json")
-
-
-def read_tuned(results: str) -> Optional[Dict[str, Any]]:
-    path = tuned_path(results)
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)["best_params"]
 
 
 def data_overrides(args: argparse.Namespace) -> Dict[str, Any]:
@@ -123,7 +112,9 @@ def cell_spec(cell: grid.Cell, args: argparse.Namespace, scratch: Path,
                 args.data_path, args.dataset, factor, str(Path(args.scratch) / "data")))
             dataset = scaling.scaled_name(args.dataset, factor)
     if config.get("missing_file", "unset") is None:
-        del config["missing_file"]  # curve points simulate their masks
+        del config["missing_file"]  # curve points and the 10/45/45 scenario simulate their masks
+    if grid.masks_vary_with_seed(cell.setting):
+        config["split_seed"] = cell.seed  # the split is the grid's (cold_item_file); the masks are this seed's
     config.update({
         "seed": cell.seed,
         "show_progress": False,
@@ -194,8 +185,9 @@ def run_one(cell: grid.Cell, args: argparse.Namespace) -> Optional[Dict[str, Any
     # Checkpoints are only needed inside the run; the log and spec stay for inspection.
     shutil.rmtree(scratch / "saved", ignore_errors=True)
     shutil.rmtree(scratch / "log_tensorboard", ignore_errors=True)
-    record = {"experiment": cell.experiment, "variant": cell.variant, "setting": cell.setting, "seed": cell.seed,
-              "model": cell.model, "dataset": spec["dataset"], "profile": args.profile,
+    record = {"dataset": cell.dataset, "experiment": cell.experiment, "variant": cell.variant,
+              "setting": cell.setting, "seed": cell.seed, "model": cell.model, "run_dataset": spec["dataset"],
+              "profile": args.profile,
               "overrides": dict(cell.overrides), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "host_cpus": os.cpu_count(), "threads": args.threads, "code_version": code_version()}
     record.update(measurements)
@@ -205,14 +197,11 @@ def run_one(cell: grid.Cell, args: argparse.Namespace) -> Optional[Dict[str, Any
 def command_run(args: argparse.Namespace) -> int:
     profile = grid.PROFILES[args.profile]
     blocks = args.blocks.split(",") if args.blocks else None
-    cells = grid.expand(profile, blocks, read_tuned(args.results), args.dataset)
+    cells = grid.expand(profile, blocks, args.dataset)
     done = done_keys(args.results)
     todo = [cell for cell in cells if cell.key not in done]
     print(f"{args.profile} profile on {args.dataset}: {len(cells)} cells, {len(cells) - len(todo)} already in "
           f"{args.results}, {len(todo)} to run", flush=True)
-    if any(b.variants == [grid.TUNED_VARIANT] and (blocks is None or b.name in blocks) for b in profile.blocks) \
-            and read_tuned(args.results) is None:
-        print(f"  (the '{grid.TUNED_VARIANT}' cells wait for `python -m benchmarks.run tune`)", flush=True)
     failures = 0
     for index, cell in enumerate(todo, 1):
         if args.dry_run:
@@ -237,106 +226,51 @@ def command_run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def command_tune(args: argparse.Namespace) -> int:
-    """HyperTuning through run_hyper.py on the validation split (seed 2023, FTMT); best params -> tuned.json."""
-    scratch = Path(args.scratch) / "tune"
-    scratch.mkdir(parents=True, exist_ok=True)
-    overrides = {**data_overrides(args), **grid.PROFILES[args.profile].base, "seed": SPLIT_SEED,
-                 "missing_setting": "FTMT", "show_progress": False, "log_dir": str(scratch / "log"),
-                 "tensorboard_dir": str(scratch / "log_tensorboard"), "checkpoint_dir": str(scratch / "saved")}
-    command = [sys.executable, str(REPO / "run_hyper.py"), "--model=MILK", f"--dataset={args.dataset}",
-               f"--params_file={args.params_file}", f"--algo={args.algo}", f"--max_evals={args.max_evals}",
-               f"--output_file={scratch / 'hyper_result.txt'}"]
-    if args.config_files:
-        command.append("--config_files=" + " ".join(os.path.abspath(path) for path in args.config_files.split()))
-    command += [f"--{key}={value}" for key, value in overrides.items()]
-    print(" ".join(command), flush=True)
-    log = scratch / "output.txt"
-    with open(log, "w") as output:
-        code = subprocess.run(command, cwd=scratch, stdout=output, stderr=subprocess.STDOUT,
-                              env=cell_env(args)).returncode
-    best = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("best params:")]
-    if code != 0 or not best:
-        print(f"tuning failed ({code}); see {log}")
-        return 1
-    params = ast.literal_eval(best[-1].split(":", 1)[1].strip())
-    path = tuned_path(args.results)
-    write_json(path, {"best_params": params, "selected_on": "valid NDCG@10", "algo": args.algo,
-                      "max_evals": args.max_evals, "params_file": args.params_file,
-                      "table": str(scratch / "hyper_result.txt")}, indent=2)
-    print(f"best params {params} written to {path}")
-    return 0
-
-
 def command_forget(args: argparse.Namespace) -> int:
     """Drop the recorded cells of --blocks, so that the next `run` measures them again (e.g. timings on a quiet
     machine)."""
     if not args.blocks:
         raise SystemExit("forget needs --blocks=NAME[,NAME...]: the blocks whose recorded cells to drop")
-    keys = {cell.key for cell in grid.expand(grid.PROFILES[args.profile], args.blocks.split(","),
-                                             read_tuned(args.results), args.dataset)}
+    keys = {cell.key for cell in grid.expand(grid.PROFILES[args.profile], args.blocks.split(","), args.dataset)}
     removed = forget_results(args.results, keys)
     print(f"removed {removed} records of {args.blocks} from {args.results}; `run` measures them again")
     return 0
 
 
-def reproduce_commands(args: argparse.Namespace) -> List[str]:
-    """The commands behind this results file, with paths relative to the repository where they lie inside it."""
-    def rel(path: str) -> str:
-        path = os.path.abspath(path)
-        return os.path.relpath(path, REPO) if os.path.commonpath([path, str(REPO)]) == str(REPO) \
-            or path.startswith(str(REPO.parent)) else path
-
-    data = [f"--dataset={args.dataset}"]
-    if args.data_path:
-        data.append(f"--data_path={rel(args.data_path)}")
-    for key in ("cold_item_file", "missing_file", "config_files"):
-        if getattr(args, key):
-            data.append(f"--{key}={rel(getattr(args, key))}")
-    data.append(f"--results={rel(args.results)}")
-    tuned_file = tuned_path(args.results)
-    max_evals = args.max_evals
-    if os.path.exists(tuned_file):
-        with open(tuned_file, encoding="utf-8") as handle:
-            max_evals = json.load(handle).get("max_evals", max_evals)
-    commands = ['pip install -c constraints.txt ".[bench]"']
-    if args.dataset == "tiktok" and args.data_path:
-        commands.append(f"python dataset_prep/mmrec.py --src ../shared/data/tiktok --name tiktok --out {rel(args.data_path)}")
-    return commands + [f'DATA="{" ".join(data)}"',
-                       f"python -m benchmarks.run run --profile={args.profile} $DATA",
-                       f"python -m benchmarks.run tune --profile={args.profile} $DATA --max_evals={max_evals}",
-                       f"python -m benchmarks.run run --profile={args.profile} $DATA   # again: adds the tuned cells",
-                       f"python -m benchmarks.run report --profile={args.profile} $DATA"
-                       + (f" --readme={rel(args.readme)}" if getattr(args, "readme", None) else "")]
-
-
 def command_report(args: argparse.Namespace) -> int:
-    from benchmarks.report import readme_section, splice_readme, write_report
+    from benchmarks.report import (
+        readme_section,
+        reproduce_commands,
+        splice_readme,
+        write_report,
+    )
 
-    out_dir = args.out or os.path.dirname(os.path.abspath(args.results))
-    records = read_results(args.results)
-    profile, tuned, commands = grid.PROFILES[args.profile], read_tuned(args.results), reproduce_commands(args)
-    files = write_report(records, out_dir, profile, title=f"{args.dataset}, {args.profile} profile", tuned=tuned,
-                         commands=commands)
+    files = [path for path in args.results_files]
+    out_dir = args.out or os.path.dirname(os.path.abspath(files[0]))
+    records = [record for path in files for record in read_results(path)]
+    commands = reproduce_commands()
+    written = write_report(records, out_dir, commands=commands)
     if args.readme:
         readme_dir = os.path.dirname(os.path.abspath(args.readme))
         figure_dir = os.path.relpath(out_dir, readme_dir)
-        splice_readme(args.readme, readme_section(records, profile, tuned, figure_dir, commands, embedded=True))
-        files.append(args.readme)
-    print("report:", *files, sep="\n  ")
+        splice_readme(args.readme, readme_section(records, figure_dir, commands, embedded=True))
+        written.append(args.readme)
+    print("report:", *written, sep="\n  ")
     return 0
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("run", "tune", "report", "forget"))
+    parser.add_argument("command", choices=("run", "report", "forget"))
     parser.add_argument("--profile", choices=sorted(grid.PROFILES), default="quick")
-    parser.add_argument("--dataset", default=None, help="default: tiktok for full, ml-100k-mm for quick")
+    parser.add_argument("--dataset", default=None, help="default: tiktok for full, synthetic for multi, "
+                                                        "ml-100k-mm for quick")
     parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: RecBole's/plugin's)")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files for every cell")
     parser.add_argument("--cold_item_file", default=None, help="fixed new-item split for every cell")
     parser.add_argument("--missing_file", default=None, help="fixed masks for the FTMT/MTMT cells")
-    parser.add_argument("--results", default=None, help="results .jsonl (default benchmarks/out/<profile>/results.jsonl)")
+    parser.add_argument("--results", default=None, help="results .jsonl (default benchmarks/out/<profile>/results.jsonl); "
+                                                        "report: several, comma-separated")
     parser.add_argument("--scratch", default=None, help="per-cell logs and synthetic datasets (default benchmarks/out/<profile>)")
     parser.add_argument("--out", default=None, help="report folder (default: the results file's folder)")
     parser.add_argument("--readme", default=None, help="report: also write the results into this README's benchmark "
@@ -346,19 +280,18 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell (default 1)")
     parser.add_argument("--dry_run", action="store_true", help="list the cells that would run")
     parser.add_argument("--no_report", action="store_true", help="skip the report at the end of `run`")
-    parser.add_argument("--params_file", default=str(REPO / "properties" / "hyper" / "MILK.hyper"))
-    parser.add_argument("--algo", default="random", choices=("exhaustive", "random", "bayes"))
-    parser.add_argument("--max_evals", type=int, default=20)
     args = parser.parse_args(argv)
-    args.dataset = args.dataset or ("tiktok" if args.profile == "full" else "ml-100k-mm")
+    args.dataset = args.dataset or grid.PROFILES[args.profile].default_dataset
     args.scratch = os.path.abspath(args.scratch or str(REPO / "benchmarks" / "out" / args.profile))
-    args.results = os.path.abspath(args.results or str(Path(args.scratch) / "results.jsonl"))
+    args.results_files = [os.path.abspath(path) for path in (args.results or "").split(",") if path] or [
+        str(Path(args.scratch) / "results.jsonl")]
+    args.results = args.results_files[0]
     return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    commands = {"run": command_run, "tune": command_tune, "report": command_report, "forget": command_forget}
+    commands = {"run": command_run, "report": command_report, "forget": command_forget}
     return commands[args.command](args)
 
 

@@ -59,8 +59,8 @@ class SyntheticSpec:
     dims: List[int] = field(default_factory=lambda: [64, 64])
     noise: List[float] = field(default_factory=lambda: [0.3, 1.5])
     missing_rates: List[float] = field(default_factory=lambda: [0.0, 0.0])
-    popularity_skew: float = 1.0
-    preference_scale: float = 3.0
+    popularity_skew: float = 0.5
+    preference_scale: float = 8.0
     candidates: int = 200
     seed: int = 0
 

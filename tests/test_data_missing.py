@@ -135,3 +135,10 @@ def test_missing_file_with_an_unknown_modality_names_file_and_fix(tmp_path):
     path.write_text('{"test_missing": {"1": "textual"}}')
     with pytest.raises(ValueError, match=r"missing\.json.*'textual'.*names of 'modalities'"):
         read_missing_file(str(path), ["visual", "acoustic"])
+
+
+def test_masks_are_nested_across_ratios_for_one_seed():
+    masks = [simulate_missing(400, 2, ratio, derived_rng(5, "test_missing")) for ratio in (0.25, 0.5, 0.75, 1.0)]
+    for lower, higher in zip(masks, masks[1:]):
+        assert (higher | ~lower).all()  # everything missing at the lower ratio is missing at the higher one
+        assert higher.any(axis=1).sum() > lower.any(axis=1).sum()

@@ -52,17 +52,22 @@ def simulate_missing(n_items: int, n_modalities: int, ratio: float, rng: np.rand
 
     round(ratio * n_items) items are affected; of those, a share count_probs[k] miss exactly k + 1 modalities
     (counts apportioned exactly, so 10/45/45 means exactly that); which modalities is uniform at random.
+    Masks of one generator state are nested across ratios: the items affected at a lower ratio are affected at a
+    higher one too, and an item misses the same modality at every ratio (when each item misses one, the default),
+    so a missing-ratio curve measures the ratio, not which items happened to be drawn.
     """
     missing = np.zeros((n_items, n_modalities), dtype=bool)
     if n_items == 0 or n_modalities == 0 or ratio <= 0:
         return missing
     probs = [1.0] if count_probs is None else list(count_probs)
     n_affected = int(math.floor(ratio * n_items + 0.5))
-    affected = rng.choice(n_items, size=n_affected, replace=False)
+    # Drawn for every item, before anything that depends on the ratio: the order in which items become affected
+    # and each item's random order of modalities (the `count` lowest-ranked ones go missing).
+    order = rng.permutation(n_items)
+    ranks = np.argsort(np.argsort(rng.random((n_items, n_modalities)), axis=1), axis=1)
+    affected = order[:n_affected]
     counts = rng.permutation(np.repeat(np.arange(1, len(probs) + 1), _apportion(n_affected, probs)))
-    # Rank of each modality in a random order per item: the `count` lowest-ranked ones go missing.
-    ranks = np.argsort(np.argsort(rng.random((n_affected, n_modalities)), axis=1), axis=1)
-    missing[affected] = ranks < counts[:, None]
+    missing[affected] = ranks[affected] < counts[:, None]
     return missing
 
 
