@@ -1,13 +1,16 @@
 """Per-pattern score calibration (ours, option `score_calibration: pattern`), fitted after training.
 
 Items that miss a modality get scores on another scale than complete items, so a mixed ranking shows one group far
-more than the other. The fit has two steps, neither of which sees a test item:
+more than the other. Calibration turns every score into the log-odds that the item is relevant, per missing pattern
+(Platt scaling); ranking by those is ranking by the probability of relevance, whatever the pattern. Neither step
+sees a test item:
   1. Standardise: for every missing pattern p, the mean and standard deviation of the scores of warm items with
      p's modalities hidden (imputed exactly as a new item missing them is), against the training users. Every
      pattern gets a scale, even one that no validation item has.
-  2. Place: for each pattern among the validation items, a shift (and a scale factor) of the standardised scores,
-     chosen by coordinate search to maximise the validation metric on the ranking of the validation items. The
-     search starts from the better of the raw and the standardised scores, so it never ends below either.
+  2. Fit: a logistic regression of relevance on the standardised score, one slope and intercept per pattern, over
+     every (validation user, validation item) pair, the user's validation interactions being the positives. A
+     smooth objective over all pairs, so a few popular items cannot steer it as they would a top-K metric.
+     Patterns without validation items keep the pooled fit.
 The result is scale_p * s + shift_p per pattern, held by the model (ContentRecommender.set_calibration).
 """
 from logging import getLogger
@@ -18,9 +21,7 @@ import torch
 from recbole_milk.data.roles import ROLE_VALID
 from recbole_milk.model.content_inputs import ItemContent, missing_pattern
 
-SHIFTS = torch.linspace(-2.0, 2.0, 41)
-SCALE_FACTORS = torch.tensor([0.6, 0.8, 1.0, 1.25, 1.6])
-SWEEPS = 2
+FIT_STEPS = 100
 # Warm items and users sampled for the standardising statistics: enough for stable moments, bounded cost.
 SAMPLE_ITEMS = 4096
 SAMPLE_USERS = 4096
@@ -69,15 +70,80 @@ def _metric(scores: torch.Tensor, positives: torch.Tensor, k: int, name: str) ->
     return float(((hits * discounts).sum(dim=1) / ideal).mean())
 
 
-@torch.no_grad()
+def _platt(standard: torch.Tensor, positives: torch.Tensor, patterns: torch.Tensor,
+           count: int) -> Tuple[torch.Tensor, torch.Tensor, float, float]:
+    """(slope, intercept) per pattern of the logistic regression of `positives` on `standard` (users x items), and
+    the mean log loss of the pooled start and of the fit."""
+    weights = torch.zeros(2, count, dtype=torch.float64, requires_grad=True)
+    target = positives.double()
+    features = standard.double()
+
+    def loss_of(slope: torch.Tensor, intercept: torch.Tensor) -> torch.Tensor:
+        logits = features * slope[patterns] + intercept[patterns]
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+    # Pooled start: one slope and intercept for every pattern, fitted first.
+    pooled = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([pooled], max_iter=FIT_STEPS, line_search_fn="strong_wolfe")
+    optimizer.step(lambda: _backward(optimizer, loss_of(pooled[0].expand(count), pooled[1].expand(count))))
+    with torch.no_grad():
+        weights[0], weights[1] = pooled[0], pooled[1]
+        start = float(loss_of(weights[0], weights[1]))
+    optimizer = torch.optim.LBFGS([weights], max_iter=FIT_STEPS, line_search_fn="strong_wolfe")
+    optimizer.step(lambda: _backward(optimizer, loss_of(weights[0], weights[1])))
+    with torch.no_grad():
+        return weights[0].detach().float(), weights[1].detach().float(), start, float(loss_of(weights[0], weights[1]))
+
+
+def _backward(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+    """The closure LBFGS calls: fresh gradients of `loss`."""
+    optimizer.zero_grad()
+    loss.backward()
+    return loss
+
+
 def fit_calibration(model: Any, valid_data: Any, config: Any) -> Dict[str, Any]:
     """Fit the model's per-pattern calibration on the validation split (see the module docstring); return what
-    was fitted: per pattern present, its shift and scale factor, and the validation metric before and after."""
+    was fitted: per pattern present, its slope and intercept, the validation log loss before and after, and the
+    validation metric on the validation items' ranking before and after."""
     logger = getLogger()
     generator = torch.Generator().manual_seed(int(config["seed"]))
     model.eval()
-    means, stds = _standardising_moments(model, generator)
+    with torch.no_grad():
+        means, stds = _standardising_moments(model, generator)
+        users, items, positives = _validation_pairs(model, valid_data, generator)
+        raw = model.user_representations(users) @ model.represent_items(model.item_content(items), items).t()
+    device = raw.device
+    patterns = missing_pattern(model.item_availability[items])
+    standard = (raw - means.to(device)[patterns]) / stds.to(device)[patterns]
+    metric, _, k = config["valid_metric"].lower().partition("@")
+    name, k = ("recall" if metric == "recall" else "ndcg"), int(k or 10)
 
+    slope, intercept, pooled_loss, fitted_loss = _platt(standard.cpu(), positives.cpu(), patterns.cpu(),
+                                                        means.shape[0])
+    present, counts = torch.unique(patterns, return_counts=True)
+    fitted = torch.zeros(means.shape[0], dtype=torch.bool)
+    fitted[present.cpu()] = True
+    # Patterns no validation item has: the pooled fit, i.e. their standardised score as is.
+    slope = torch.where(fitted, slope, slope[present.cpu()].mean())
+    intercept = torch.where(fitted, intercept, intercept[present.cpu()].mean())
+    adjusted = standard * slope.to(device)[patterns] + intercept.to(device)[patterns]
+    summary = {"metric": f"{name}@{k}", "uncalibrated": round(_metric(raw, positives, k, name), 6),
+               "fitted": round(_metric(adjusted, positives, k, name), 6),
+               "log_loss_pooled": round(pooled_loss, 6), "log_loss_fitted": round(fitted_loss, 6),
+               "patterns": {int(p): {"items": int(c), "slope": round(float(slope[int(p)]), 4),
+                                     "intercept": round(float(intercept[int(p)]), 4)}
+                            for p, c in zip(present.tolist(), counts.tolist())}}
+    model.set_calibration(slope / stds, intercept - slope * means / stds)
+    logger.info(f"Score calibration fitted on {users.numel()} validation users and {items.numel()} validation "
+                f"items: {summary}")
+    return summary
+
+
+@torch.no_grad()
+def _validation_pairs(model: Any, valid_data: Any,
+                      generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(users, validation items, bool positives users x items) of the validation split, users sampled if many."""
     dataset = valid_data._dataset
     device = model.item_availability.device
     items = torch.nonzero(torch.as_tensor(dataset.item_role) == ROLE_VALID).squeeze(1).to(device)
@@ -96,45 +162,4 @@ def fit_calibration(model: Any, valid_data: Any, config: Any) -> Dict[str, Any]:
     positives = torch.zeros(users.numel(), items.numel(), dtype=torch.bool, device=device)
     kept = column[inter_items] >= 0
     positives[user_rows[kept], column[inter_items[kept]]] = True
-
-    raw = model.user_representations(users) @ model.represent_items(model.item_content(items), items).t()
-    patterns = missing_pattern(model.item_availability[items])
-    standard = (raw - means.to(device)[patterns]) / stds.to(device)[patterns]
-    metric, _, k = config["valid_metric"].lower().partition("@")
-    name, k = ("recall" if metric == "recall" else "ndcg"), int(k or 10)
-
-    present, counts = torch.unique(patterns, return_counts=True)
-    reference = int(present[counts.argmax()])
-
-    def score(factor: torch.Tensor, offset: torch.Tensor) -> float:
-        adjusted = standard * factor.to(device)[patterns] + offset.to(device)[patterns]
-        return _metric(adjusted, positives, k, name)
-
-    # The raw scores, written in the standardised parametrisation (equal up to one affine map for all items, which
-    # no ranking sees), are a candidate too: the fit never ends below the uncalibrated model.
-    raw_scale = stds / stds[reference]
-    raw_shift = (means - means[reference]) / stds[reference]
-    standardised = score(torch.ones_like(means), torch.zeros_like(means))
-    uncalibrated = score(raw_scale, raw_shift)
-    if uncalibrated > standardised:
-        best, scale, shift = uncalibrated, raw_scale.clone(), raw_shift.clone()
-    else:
-        best, scale, shift = standardised, torch.ones_like(means), torch.zeros_like(means)
-    for _ in range(SWEEPS):
-        for pattern in (int(p) for p in present if int(p) != reference):
-            for factor in SCALE_FACTORS:
-                for offset in SHIFTS:
-                    trial_scale, trial_shift = scale.clone(), shift.clone()
-                    trial_scale[pattern], trial_shift[pattern] = factor, offset
-                    value = score(trial_scale, trial_shift)
-                    if value > best + 1e-12:
-                        best, scale, shift = value, trial_scale, trial_shift
-    model.set_calibration(scale / stds, shift - scale * means / stds)
-    summary = {"metric": f"{name}@{k}", "uncalibrated": round(uncalibrated, 6), "standardised": round(standardised, 6),
-               "fitted": round(best, 6),
-               "reference_pattern": reference,
-               "patterns": {int(p): {"items": int(c), "shift": round(float(shift[int(p)]), 4),
-                                     "scale_factor": round(float(scale[int(p)]), 4)} for p, c in zip(present, counts)}}
-    logger.info(f"Score calibration fitted on {users.numel()} validation users and {items.numel()} validation "
-                f"items: {summary}")
-    return summary
+    return users, items, positives

@@ -28,11 +28,11 @@ def toy(tmp_path):
     return config
 
 
-def test_calibration_is_fitted_on_validation_and_never_lowers_its_metric(toy):
+def test_calibration_is_a_per_pattern_logistic_fit_on_validation(toy):
     result = run_recbole_milk("DUIF", "toy", config_dict=toy)
     fitted = result["calibration"]
     assert fitted["metric"] == "ndcg@10"
-    assert fitted["fitted"] >= max(fitted["standardised"], fitted["uncalibrated"])
+    assert fitted["log_loss_fitted"] <= fitted["log_loss_pooled"] + 1e-9  # per-pattern fit never loses to pooled
     assert set(fitted["patterns"]) <= {0, 1, 2} and sum(p["items"] for p in fitted["patterns"].values()) == 12
     assert result["best_valid_result"] == fitted["valid_result"]
 
@@ -48,3 +48,17 @@ def test_test_items_do_not_move_the_calibration(toy, tmp_path):
         np.save(path, rows)
     second = run_recbole_milk("DUIF", "toy", config_dict=toy)["calibration"]
     assert first["patterns"] == second["patterns"] and first["fitted"] == second["fitted"]
+
+
+def test_the_logistic_fit_recovers_slopes_and_intercepts_per_pattern():
+    from recbole_milk.calibration import _platt
+
+    generator = torch.Generator().manual_seed(0)
+    standard = torch.randn(400, 300, generator=generator)
+    patterns = torch.arange(300) % 2
+    true_slope, true_intercept = torch.tensor([2.0, 1.0]), torch.tensor([-2.0, -3.0])
+    probability = torch.sigmoid(standard * true_slope[patterns] + true_intercept[patterns])
+    positives = torch.rand(400, 300, generator=generator) < probability
+    slope, intercept, pooled, fitted = _platt(standard, positives, patterns, 4)
+    assert torch.allclose(slope[:2], true_slope, atol=0.15) and torch.allclose(intercept[:2], true_intercept, atol=0.2)
+    assert fitted < pooled
