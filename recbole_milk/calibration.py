@@ -11,7 +11,9 @@ sees a test item:
      every (validation user, validation item) pair, the user's validation interactions being the positives. A
      smooth objective over all pairs, so a few popular items cannot steer it as they would a top-K metric.
      Patterns without validation items keep the pooled fit.
-The result is scale_p * s + shift_p per pattern, held by the model (ContentRecommender.set_calibration).
+The result is scale_p * s + shift_p per pattern, held by the model (ContentRecommender.set_calibration). The run
+keeps it only if the validation ranking is at least as good with it (recbole_milk.quick_start), so calibration is
+selected on the validation split too.
 """
 from logging import getLogger
 from typing import Any, Dict, Tuple

@@ -31,17 +31,24 @@ def prepare_model_inputs(config: Config, train_data: Any) -> None:
 
 
 def _calibrate(trainer: Any, model: Any, valid_data: Any, config: Config, saved: bool) -> Optional[Dict[str, Any]]:
-    """Fit per-pattern calibration on the best model and the validation split: what was fitted, with the
-    validation result after it."""
+    """Fit per-pattern calibration on the best model and the validation split, and keep it only if the validation
+    ranking (the one model selection reads) is at least as good with it: what was fitted, whether it was kept, and
+    the validation result of the model that goes on to the test."""
     if not (isinstance(model, ContentRecommender) and model.calibrated):
         return None
     if saved:
         model.load_state_dict(load_checkpoint(trainer.saved_model_file, trainer.device)["state_dict"])
+    show = config["show_progress"]
+    before = _plain_metrics(trainer.evaluate(valid_data, load_best_model=False, show_progress=show))
     summary = fit_calibration(model, valid_data, config)
+    fitted = _plain_metrics(trainer.evaluate(valid_data, load_best_model=False, show_progress=show))
+    metric = config["valid_metric"].lower()
+    better = fitted[metric] >= before[metric] if config["valid_metric_bigger"] else fitted[metric] <= before[metric]
+    if not better:
+        model.reset_calibration()
     if saved:
         trainer.save_best_model()
-    summary["valid_result"] = _plain_metrics(trainer.evaluate(valid_data, load_best_model=False,
-                                                              show_progress=config["show_progress"]))
+    summary.update(kept=better, valid_result_fitted=fitted, valid_result=fitted if better else before)
     return summary
 
 
@@ -63,7 +70,8 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
     calibration = _calibrate(trainer, model, valid_data, config, saved)
     if calibration is not None:
         # The model that is tested (and tuned on) is the calibrated one: its validation result counts.
-        logger.info(f"valid result after calibration: {calibration['valid_result']}")
+        logger.info(f"valid result after calibration ({'kept' if calibration['kept'] else 'dropped'}): "
+                    f"{calibration['valid_result_fitted']}")
         calibration["valid_result_before"] = best_valid_result
         best_valid_result = calibration["valid_result"]
         best_valid_score = best_valid_result[config["valid_metric"].lower()]

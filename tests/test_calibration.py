@@ -35,6 +35,9 @@ def test_calibration_is_a_per_pattern_logistic_fit_on_validation(toy):
     assert fitted["log_loss_fitted"] <= fitted["log_loss_pooled"] + 1e-9  # per-pattern fit never loses to pooled
     assert set(fitted["patterns"]) <= {0, 1, 2} and sum(p["items"] for p in fitted["patterns"].values()) == 12
     assert result["best_valid_result"] == fitted["valid_result"]
+    before, after = fitted["valid_result_before"]["ndcg@10"], fitted["valid_result_fitted"]["ndcg@10"]
+    assert fitted["kept"] == (after >= before)
+    assert fitted["valid_result"]["ndcg@10"] == max(before, after)  # calibration never lowers the valid metric
 
 
 def test_test_items_do_not_move_the_calibration(toy, tmp_path):

@@ -162,6 +162,10 @@ def test_calibration_is_an_affine_map_of_the_scores_per_missing_pattern(trained_
     assert torch.allclose(all_scores(calibrated)[:, 1:], expected[:, 1:], atol=1e-5)
     check_full_sort_predict_equals_predict(calibrated)
     check_new_items_are_scored_from_content_only(calibrated)
+    again = trained_model(score_calibration="pattern")
+    again.set_calibration(scale, shift)
+    again.reset_calibration()
+    assert torch.allclose(all_scores(plain), all_scores(again), atol=1e-5)
 
 
 @every_two_stage_model

@@ -210,6 +210,10 @@ class ContentRecommender(GeneralRecommender):
             self.calibration_scale.copy_(scale)
             self.calibration_shift.copy_(shift)
 
+    def reset_calibration(self) -> None:
+        """Back to the identity: every pattern's scores as the model gives them."""
+        self.set_calibration(torch.ones_like(self.calibration_scale), torch.zeros_like(self.calibration_shift))
+
     def item_representations(self) -> torch.Tensor:
         """Item embeddings of all items (n_items, D'), cached in eval mode (see ItemRepresentationCache)."""
         all_items = torch.arange(self.n_items, device=self.item_availability.device)
