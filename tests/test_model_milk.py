@@ -577,3 +577,26 @@ def test_plugin_config_loads_milk_defaults(tmp_path):
     assert config["model"] == "MILK"
     assert config["embedding_size"] == 64 and config["env_loss_reduction"] == "sum"
     assert config["invariance_weight"] == 7.0
+
+
+def test_learned_fusion_weighs_available_modalities_by_trained_weights():
+    model = make_model(fusion="learned", use_invariance=False)
+    with torch.no_grad():
+        model.fusion_logits.copy_(torch.tensor([2.0, 0.0, -1.0]))
+        outputs = model.extractors(model._tables("item_feature"))
+        table = model.item_representations()
+    weights = torch.softmax(torch.tensor([2.0, 0.0, -1.0]), dim=0)
+    assert torch.allclose(table[1], (outputs[1] * weights.unsqueeze(1)).sum(0), atol=1e-6)  # complete item
+    kept = weights * torch.tensor([1.0, 0.0, 1.0])  # item 2 misses modality 1
+    assert torch.allclose(table[2], (outputs[2] * (kept / kept.sum()).unsqueeze(1)).sum(0), atol=1e-6)
+    model.train()
+    model.calculate_loss(batch(*TRAIN_BATCH)).backward()
+    assert model.fusion_logits.grad is not None and model.fusion_logits.grad.abs().sum() > 0
+
+
+def test_learned_fusion_needs_the_environments_off():
+    config = model_defaults(MILK)
+    config.update(fusion="learned")
+    with pytest.raises(ConfigError, match="fusion.*use_invariance"):
+        validate_options(config, MILK)
+    validate_options(dict(config, use_invariance=False), MILK)

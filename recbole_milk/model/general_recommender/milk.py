@@ -7,7 +7,7 @@ whose mean and variance are penalised (CEIM). See milk-spec.md section 2.
 
 Options of ours, beyond the paper (all off by default): MLP extractors (`extractor_hidden_sizes`), a learned
 embedding or a cross-modal prediction for a missing modality (`missing_modality`), fusion over the available
-modalities (`fusion`), lazy Adam on the user table (`sparse_user_gradients`), and, from the content base,
+modalities or with learned weights (`fusion`), lazy Adam on the user table (`sparse_user_gradients`), and, from the content base,
 missing-aware training (`modality_dropout`) and per-pattern score calibration (`score_calibration`).
 """
 import math
@@ -48,8 +48,10 @@ class MILK(ContentRecommender):
 
     Per modality m an extractor gives c_j^m; a missing modality's c_j^m is the extractor applied to the imputed row
     (the paper), a learned vector e^m, or a prediction from the item's available modalities (`missing_modality`).
-    The item is z_j = mean over modalities (`fusion: all`, paper eq. 18) or over its available ones (`available`);
-    training scores each environment e as sum_m w_em <u_i, c_j^m> with fusion weights w_e from EnvironmentSampler.
+    The item is z_j = mean over modalities (`fusion: all`, paper eq. 18), over its available ones (`available`), or
+    the available ones weighted by learned weights softmax(w) (`learned`, which replaces the environments and so
+    needs use_invariance false); training scores each environment e as sum_m w_em <u_i, c_j^m> with fusion weights
+    w_e from EnvironmentSampler.
     """
 
     min_modalities = 2
@@ -66,7 +68,7 @@ class MILK(ContentRecommender):
         "include_equal_env": BOOLEAN,
         "cyclic_shift": BOOLEAN,
         "resample_envs": BOOLEAN,
-        "fusion": one_of("all", "available"),
+        "fusion": one_of("all", "available", "learned"),
         "missing_modality": one_of("imputed", "learned", "cross_modal"),
         "imputation_weight": NON_NEGATIVE,
         "extractor_hidden_sizes": HIDDEN_SIZES,
@@ -76,6 +78,10 @@ class MILK(ContentRecommender):
 
     @classmethod
     def check_options(cls, config: Dict[str, Any]) -> None:
+        if config.get("fusion") == "learned" and config.get("use_invariance") is not False:
+            raise ConfigError("Option 'fusion' = 'learned' needs use_invariance: false: learned fusion weights replace "
+                              "the invariance environments' mixing weights. Set use_invariance: false, or another "
+                              "fusion.")
         # Lazy Adam (torch.optim.SparseAdam) has no weight decay, and gradient clipping and AMP scaling need dense
         # gradients; say so now rather than fail in the first training step.
         if config.get(SPARSE_GRADIENTS_KEY) is not True:
@@ -120,6 +126,8 @@ class MILK(ContentRecommender):
         nn.init.normal_(self.user_embedding.weight, std=0.1)
         if self.missing_modality == "learned":
             self.missing_embedding = nn.Parameter(torch.zeros(self.num_modalities, self.embedding_size))
+        if self.fusion == "learned":  # zeros: equal weights at the start, the paper's fusion
+            self.fusion_logits = nn.Parameter(torch.zeros(self.num_modalities))
 
         self.environments = EnvironmentSampler(
             self.num_modalities,
@@ -143,11 +151,15 @@ class MILK(ContentRecommender):
         return torch.where(availability.unsqueeze(-1), extracted, filled)
 
     def fuse(self, embeddings: torch.Tensor, availability: torch.Tensor) -> torch.Tensor:
-        """Inference fusion: the mean of all M embeddings (`all`, paper eq. 18), or of the available modalities
-        only (`available`; an item with none available falls back to all M)."""
+        """Inference fusion: the mean of all M embeddings (`all`, paper eq. 18), of the available modalities only
+        (`available`), or of the available ones weighted by softmax(fusion_logits) (`learned`). An item with no
+        available modality falls back to all M, equally weighted."""
         if self.fusion == "all":
             return embeddings.mean(dim=1)
-        weights = self._available_weights(availability.to(embeddings.dtype))
+        weights = availability.to(embeddings.dtype)
+        if self.fusion == "learned":
+            weights = weights * torch.softmax(self.fusion_logits, dim=0).to(embeddings.dtype)
+        weights = self._available_weights(weights)
         return (embeddings * weights.unsqueeze(-1)).sum(dim=1)
 
     @staticmethod
@@ -199,6 +211,8 @@ class MILK(ContentRecommender):
         neg_scores = (user_e.unsqueeze(1) * neg_c).sum(dim=-1)
         if self.use_invariance:
             weights = self.environments().to(device=user_e.device, dtype=user_e.dtype)
+        elif self.fusion == "learned":
+            weights = torch.softmax(self.fusion_logits, dim=0).unsqueeze(0)
         else:
             weights = torch.full((1, self.num_modalities), 1.0 / self.num_modalities, device=user_e.device)
         differences = self._environment_differences(pos_scores, neg_scores, pos_available, neg_available, weights)
