@@ -1,8 +1,9 @@
 """The registry of new items a service has been sent: id -> representation, in memory and persisted in a folder.
 
 Every change is one file of the folder's log, written atomically and durably (recbole_milk.atomic): `<seq>.add.npz`
-holds the ids and representations of one accepted request, `<seq>.remove.json` the ids it deleted. Every
-`compact_every` changes, `<seq>.snapshot.npz` records all live items and the log before it is deleted. A restart
+holds the ids and representations of one accepted request, `<seq>.remove.json` the ids it deleted. Once the log
+holds `compact_every` changes and at least as many bytes as the live items, `<seq>.snapshot.npz` records all live
+items and the log before it is deleted (so rewriting the snapshot costs at most what was logged). A restart
 replays the newest snapshot and the changes after it, so a crash at any point loses at most the change being
 written, and a reader never meets a torn file. `store.json` names the artefact whose representations these are,
 and an exclusive lock on `.lock` keeps a second server off the same folder.
@@ -64,7 +65,7 @@ class ItemStore:
             self._ids: List[str] = []
             self._alive = np.empty(0, dtype=bool)
             self._keys: Dict[str, int] = {}
-            self._changes, self._next_seq = self._replay()
+            self._changes, self._log_bytes, self._next_seq = self._replay()
         except BaseException:
             self.close()
             raise
@@ -101,8 +102,9 @@ class ItemStore:
                  if (m := _RECORD.match(path.name))]
         return sorted(found)
 
-    def _replay(self) -> Tuple[int, int]:
-        """Load the newest snapshot and apply the changes after it; return (changes since it, next sequence)."""
+    def _replay(self) -> Tuple[int, int, int]:
+        """Load the newest snapshot and apply the changes after it; return (changes and bytes since it, next
+        sequence number)."""
         records = self._records()
         snapshots = [seq for seq, kind, _ in records if kind == "snapshot"]
         start = snapshots[-1] if snapshots else -1
@@ -114,8 +116,8 @@ class ItemStore:
             else:
                 with np.load(path, allow_pickle=False) as record:
                     self._append(_unpack_ids(record["ids"]), record["vectors"])
-        after = [seq for seq, _, _ in records if seq > start]
-        return len(after), (records[-1][0] + 1 if records else 0)
+        after = [path for seq, _, path in records if seq > start]
+        return len(after), sum(path.stat().st_size for path in after), (records[-1][0] + 1 if records else 0)
 
     def close(self) -> None:
         """Release the folder for another server."""
@@ -165,9 +167,11 @@ class ItemStore:
 
     @contextmanager
     def _new_record(self, suffix: str, mode: str = "wb", encoding: Optional[str] = None) -> Iterator[IO]:
-        with atomic_write(self.directory / f"{self._next_seq:012d}.{suffix}", mode, encoding, durable=True) as handle:
+        path = self.directory / f"{self._next_seq:012d}.{suffix}"
+        with atomic_write(path, mode, encoding, durable=True) as handle:
             yield handle
         self._next_seq += 1
+        self._log_bytes += path.stat().st_size
 
     def _append(self, ids: Sequence[str], vectors: np.ndarray) -> np.ndarray:
         start, end = len(self._ids), len(self._ids) + len(ids)
@@ -190,7 +194,7 @@ class ItemStore:
 
     def _count_change(self) -> None:
         self._changes += 1
-        if self._changes >= self.compact_every:
+        if self._changes >= self.compact_every and self._log_bytes >= len(self) * self.dim * 4:
             self._compact()
 
     def _compact(self) -> None:
@@ -199,7 +203,7 @@ class ItemStore:
         seq = self._next_seq
         with self._new_record("snapshot.npz") as handle:
             np.savez(handle, ids=_pack_ids(self.ids_of(keys)), vectors=vectors)
-        self._changes = 0
+        self._changes, self._log_bytes = 0, 0
         for old_seq, _, path in self._records():
             if old_seq < seq:
                 path.unlink(missing_ok=True)

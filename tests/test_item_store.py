@@ -70,3 +70,13 @@ def test_a_folder_of_another_model_or_a_file_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError, match="is a file"):
         ItemStore(tmp_path / "file", 4, "sha")
+
+
+def test_compaction_waits_until_the_log_outweighs_the_live_items(tmp_path):
+    store = ItemStore(tmp_path / "s", 64, "sha", compact_every=1)
+    store.add([f"i{n}" for n in range(100)], _rows(100, 1.0, dim=64))  # the log's one record holds every item
+    store.remove(["i0"])  # a few bytes against 99 live items: no snapshot rewrite yet
+    records = sorted(name.split(".", 1)[1] for name in os.listdir(tmp_path / "s") if name[0].isdigit())
+    assert records == ["remove.json", "snapshot.npz"]
+    store.close()
+    assert len(ItemStore(tmp_path / "s", 64, "sha")) == 99
