@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import re
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -45,6 +46,11 @@ def _unpack_ids(packed: np.ndarray) -> List[str]:
     return json.loads(packed.tobytes().decode("utf-8"))
 
 
+def _delete(paths: Sequence[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
 class ItemStore:
     """Registered items: string ids, representations (n, dim), persisted in `directory`.
 
@@ -58,6 +64,7 @@ class ItemStore:
             raise StoreError(f"--store {directory} is a file; give a folder (it is created if absent).")
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = self._acquire_lock()
+        self._cleanup = None
         try:
             self._check_manifest(fingerprint)
             remove_stale_temporaries(self.directory)
@@ -121,6 +128,8 @@ class ItemStore:
 
     def close(self) -> None:
         """Release the folder for another server."""
+        if self._cleanup is not None:
+            self._cleanup.join()
         self._lock.close()
 
     # ----- reading -----
@@ -204,6 +213,8 @@ class ItemStore:
         with self._new_record("snapshot.npz") as handle:
             np.savez(handle, ids=_pack_ids(self.ids_of(keys)), vectors=vectors)
         self._changes, self._log_bytes = 0, 0
-        for old_seq, _, path in self._records():
-            if old_seq < seq:
-                path.unlink(missing_ok=True)
+        obsolete = [path for old_seq, _, path in self._records() if old_seq < seq]
+        # A replay skips what the snapshot replaces, so deleting it (slow on some disks: milliseconds a file) need
+        # not hold up the requests waiting on the service's lock.
+        self._cleanup = threading.Thread(target=_delete, args=(obsolete,), daemon=True)
+        self._cleanup.start()

@@ -27,13 +27,18 @@ class VectorIndex:
     def __init__(self, dim: int, kind: str = "exact", ef_search: int = DEFAULT_EF_SEARCH):
         if kind not in INDEX_KINDS:
             raise ConfigError(f"Index kind {kind!r} is unknown; choose one of {list(INDEX_KINDS)}.")
-        if ef_search < 1:
-            raise ConfigError(f"ef_search must be >= 1, got {ef_search}.")
-        self.dim, self.kind, self.ef_search = int(dim), kind, int(ef_search)
+        self.dim, self.kind = int(dim), kind
         self._index = self._empty()
         # HNSW cannot unlink a node from its graph: removed ids are filtered out of every search until they
         # outnumber the live ones, and then the graph is rebuilt from the live vectors.
         self._removed = np.empty(0, dtype=np.int64)
+        self.set_ef_search(ef_search)
+
+    def set_ef_search(self, ef_search: int) -> None:
+        """Candidates an HNSW search visits: higher is slower and closer to exact (the exact index ignores it)."""
+        if ef_search < 1:
+            raise ConfigError(f"ef_search must be >= 1, got {ef_search}.")
+        self.ef_search = int(ef_search)
         self._params = self._search_params()
 
     def _search_params(self):

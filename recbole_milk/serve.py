@@ -85,8 +85,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         service = NewItemService(scorer, store, index_kind=args.index, ef_search=args.ef_search)
         sock = listening_socket(args.host, args.port)
-        print(f"serving on http://{args.host}:{sock.getsockname()[1]} ({service.n_users} users, {len(store)} registered items, "
-              f"{args.index} index)", flush=True)
+        print(f"serving on http://{args.host}:{sock.getsockname()[1]} ({service.n_users} users, {len(store)} "
+              f"registered items, {args.index} index)", flush=True)
         server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="info", access_log=False))
         server.run(sockets=[sock])
     finally:

@@ -146,7 +146,8 @@ def test_a_null_or_absent_modality_is_imputed_as_in_training(server, trained):
     for body in (absent, only_one, nothing):
         assert server.client.post("/items", json=body).status_code == 201
     user = str(scorer.user_tokens[1])
-    served = {e["item"]: e["score"] for e in server.client.get(f"/users/{user}/items", params={"k": 1000}).json()["items"]}
+    answer = server.client.get(f"/users/{user}/items", params={"k": 1000}).json()
+    served = {entry["item"]: entry["score"] for entry in answer["items"]}
     expected_missing = dict(features, **{first: np.full_like(features[first], np.nan)})
     assert served["null-modality"] == pytest.approx(float(scorer.score([user], expected_missing)), abs=1e-4)
     assert served["absent-modality"] == pytest.approx(served["null-modality"], abs=1e-6)
