@@ -45,8 +45,15 @@ def _where(location: tuple, body: Any) -> str:
     return ".".join(str(p) for p in parts) or "The request body"
 
 
+def _problem(error: Dict[str, Any], body: Any) -> str:
+    if error["type"] == "json_invalid":
+        return (f"The request body is not valid JSON at character {error['loc'][-1]}: "
+                f"{error.get('ctx', {}).get('error', error['msg'])}")
+    return f"{_where(tuple(error['loc']), body)}: {error['msg']}"
+
+
 def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-    problems = [f"{_where(tuple(e['loc']), error.body)}: {e['msg']}" for e in error.errors()[:3]]
+    problems = [_problem(e, error.body) for e in error.errors()[:3]]
     more = len(error.errors()) - len(problems)
     detail = "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
     return JSONResponse({"detail": detail}, status_code=422)

@@ -4,15 +4,17 @@ Every change is one file of the folder's log, written atomically and durably (re
 holds the ids and representations of one accepted request, `<seq>.remove.json` the ids it deleted. Once the log
 holds `compact_every` changes and at least as many bytes as the live items, `<seq>.snapshot.npz` records all live
 items and the log before it is deleted (so rewriting the snapshot costs at most what was logged). A restart
-replays the newest snapshot and the changes after it, so a crash at any point loses at most the change being
-written, and a reader never meets a torn file. `store.json` names the artefact whose representations these are,
-and an exclusive lock on `.lock` keeps a second server off the same folder.
+replays the newest snapshot and the changes after it. A server killed mid-write leaves no torn file, only a
+temporary that the next start deletes, and every change it answered is on disk (synced before the answer).
+`store.json` names the artefact whose representations these are, and an exclusive lock on `.lock` keeps a second
+server off the same folder.
 """
 import fcntl
 import hashlib
 import json
 import re
 import threading
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -118,11 +120,16 @@ class ItemStore:
         for seq, kind, path in records:
             if seq < start:
                 path.unlink(missing_ok=True)  # left by a compaction that stopped before cleaning up
-            elif kind == "remove":
-                self._forget(json.loads(path.read_text(encoding="utf-8"))["ids"])
-            else:
-                with np.load(path, allow_pickle=False) as record:
-                    self._append(_unpack_ids(record["ids"]), record["vectors"])
+                continue
+            try:
+                if kind == "remove":
+                    self._forget(json.loads(path.read_text(encoding="utf-8"))["ids"])
+                else:
+                    with np.load(path, allow_pickle=False) as record:
+                        self._append(_unpack_ids(record["ids"]), record["vectors"])
+            except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as error:
+                raise StoreError(f"{path} cannot be replayed ({type(error).__name__}: {error}); it was not written "
+                                 "by this plugin's store. Move it out of the folder to serve without it.") from None
         after = [path for seq, _, path in records if seq > start]
         return len(after), sum(path.stat().st_size for path in after), (records[-1][0] + 1 if records else 0)
 

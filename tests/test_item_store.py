@@ -80,3 +80,14 @@ def test_compaction_waits_until_the_log_outweighs_the_live_items(tmp_path):
     assert records == ["remove.json", "snapshot.npz"]
     store.close()
     assert len(ItemStore(tmp_path / "s", 64, "sha")) == 99
+
+
+def test_a_record_that_cannot_be_read_is_named(tmp_path):
+    store = ItemStore(tmp_path / "s", 4, "sha")
+    store.add(["a"], _rows(1, 1.0))
+    store.close()
+    (tmp_path / "s" / "000000000001.add.npz").write_bytes(b"not a zip")
+    with pytest.raises(StoreError, match="000000000001.add.npz cannot be replayed"):
+        ItemStore(tmp_path / "s", 4, "sha")
+    (tmp_path / "s" / "000000000001.add.npz").unlink()
+    assert len(ItemStore(tmp_path / "s", 4, "sha")) == 1  # and the refused open released the folder's lock
