@@ -16,6 +16,7 @@ INDEX_KINDS = ("exact", "hnsw")
 HNSW_NEIGHBORS = 32
 HNSW_EF_CONSTRUCTION = 80
 DEFAULT_EF_SEARCH = 128
+PARALLEL_QUERIES = 20
 
 
 class VectorIndex:
@@ -93,5 +94,13 @@ class VectorIndex:
         k = min(int(k), len(self))
         if k < 1:
             return np.empty((len(queries), 0), dtype=np.int64), np.empty((len(queries), 0), dtype=np.float32)
-        scores, ids = self._index.search(queries, k, params=self._params)
+        threads = faiss.omp_get_max_threads()
+        if len(queries) < PARALLEL_QUERIES:
+            # An OpenMP team costs more than it saves on a few queries (milliseconds when the cores are busy), and
+            # concurrent requests keep the cores busy anyway: run on the calling thread (the setting is per thread).
+            faiss.omp_set_num_threads(1)
+        try:
+            scores, ids = self._index.search(queries, k, params=self._params)
+        finally:
+            faiss.omp_set_num_threads(threads)
         return ids, scores
