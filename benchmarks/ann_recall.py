@@ -4,7 +4,9 @@
     python -m benchmarks.ann_recall --items 100000 --artifact saved/MILK-tiktok-....artifact.pt   # a quick run
 
 Items and queries (users) are random Gaussian rows, --dim wide, or as wide as a trained artefact's user embeddings
-with --artifact (its real users are then the queries). Both indexes are recbole_milk.search.VectorIndex, what
+with --artifact (its real users are then the queries). With --artifact and --encoded, the items are the model's
+representations of random feature rows (benchmarks.serving_throughput.synthetic_features), which are shaped like
+what the service indexes, not uniform in every direction. Both indexes are recbole_milk.search.VectorIndex, what
 `python -m recbole_milk.serve --index exact|hnsw` searches with. Prints the build seconds and memory of each index,
 the seconds for --queries queries in one batch and per single query (as the service asks), and HNSW's recall@k
 against the exact top k for each --ef_search.
@@ -22,16 +24,23 @@ def _rss_mb() -> int:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def _queries_from(args) -> np.ndarray:
+def _items_and_queries(args):
     rng = np.random.default_rng(args.seed + 1)
     if args.artifact is None:
-        return rng.standard_normal((args.queries, args.dim)).astype(np.float32)
+        queries = rng.standard_normal((args.queries, args.dim)).astype(np.float32)
+        return np.random.default_rng(args.seed).standard_normal((args.items, args.dim)).astype(np.float32), queries
+    from benchmarks.serving_throughput import synthetic_features
     from recbole_milk.compat import apply_numpy_aliases
     from recbole_milk.inference import NewItemScorer
 
     apply_numpy_aliases()
-    users = NewItemScorer.from_artifact(args.artifact).user_embeddings().numpy()[1:]
-    return users[rng.choice(len(users), size=min(args.queries, len(users)), replace=False)]
+    scorer = NewItemScorer.from_artifact(args.artifact, batch_size=4096)
+    users = scorer.user_embeddings().numpy()[1:]
+    queries = users[rng.choice(len(users), size=min(args.queries, len(users)), replace=False)]
+    if args.encoded:
+        features = synthetic_features(scorer.modality_names, scorer.modality_dims, args.items, 0.5, args.seed)
+        return scorer.encode_items(features).numpy(), queries
+    return np.random.default_rng(args.seed).standard_normal((args.items, users.shape[1])).astype(np.float32), queries
 
 
 def _build(kind: str, items: np.ndarray, ef_search: int):
@@ -62,6 +71,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=65, help="ignored with --artifact")
     parser.add_argument("--artifact", default=None, help="take the dimension and the queries from this artefact")
+    parser.add_argument("--encoded", action="store_true", help="items: the artefact's encoding of random features")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--single_queries", type=int, default=200, help="of them, timed one at a time")
     parser.add_argument("--k", type=int, default=20)
@@ -70,10 +80,12 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     ef_values = [int(value) for value in args.ef_search.split(",")]
 
-    queries = _queries_from(args)
-    items = np.random.default_rng(args.seed).standard_normal((args.items, queries.shape[1])).astype(np.float32)
+    if args.encoded and args.artifact is None:
+        parser.error("--encoded needs --artifact: the items are that model's representations")
+    items, queries = _items_and_queries(args)
     single = min(args.single_queries, len(queries))
-    figures = {"items": args.items, "dim": queries.shape[1], "queries": len(queries), "k": args.k,
+    figures = {"items": args.items, "item_rows": "encoded" if args.encoded else "gaussian", "dim": queries.shape[1],
+               "queries": len(queries), "k": args.k,
                "rss_mb_with_items": _rss_mb()}
 
     exact, seconds = _build("exact", items, ef_values[0])
