@@ -17,6 +17,8 @@ from recbole_milk.utils import get_model
 
 ARTIFACT_FORMAT = 3
 ARTIFACT_SUFFIX = ".artifact.pt"
+# Scores one block of the streaming top-k may hold (256 MB of float32), beside batch_size x batch_size.
+SCORE_BLOCK = 2 ** 26
 FeatureInput = Union[Mapping[str, Optional[np.ndarray]], Sequence[Optional[np.ndarray]]]
 
 
@@ -194,35 +196,39 @@ class NewItemScorer:
 
     # ----- recommendations -----
 
-    def _streaming_topk(self, queries: torch.Tensor, keys: torch.Tensor, k: int,
-                        excluded_key: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Top-k keys by inner product for every query, holding at most batch_size x batch_size scores at once."""
-        k = min(k, len(keys) - (excluded_key is not None))
+    def _streaming_topk(self, queries: torch.Tensor, keys: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Top-k keys by inner product for every query, holding at most max(batch_size^2, SCORE_BLOCK) scores at once.
+
+        A block of batch_size queries meets as many keys as the budget allows (all of them, for TikTok's users), so
+        the work is one matmul and one topk per block; only key sets too large for one block pay a final merge of
+        k candidates per key block.
+        """
+        k = min(k, len(keys))
         if k <= 0:
             raise ServingError("k must be >= 1 and there must be at least one candidate.")
-        all_scores, all_index = [], []
-        for q_start in range(0, len(queries), self.batch_size):
-            query = queries[q_start:q_start + self.batch_size]
-            best_scores = torch.full((len(query), 0), float("-inf"))
-            best_index = torch.zeros((len(query), 0), dtype=torch.long)
-            for k_start in range(0, len(keys), self.batch_size):
-                scores = query @ keys[k_start:k_start + self.batch_size].T
-                if excluded_key is not None and k_start <= excluded_key < k_start + len(scores[0]):
-                    scores[:, excluded_key - k_start] = float("-inf")
-                index = torch.arange(k_start, k_start + scores.shape[1]).expand_as(scores)
-                merged_scores = torch.cat([best_scores, scores], dim=1)
-                merged_index = torch.cat([best_index, index], dim=1)
-                best_scores, order = torch.topk(merged_scores, min(k, merged_scores.shape[1]), dim=1)
-                best_index = merged_index.gather(1, order)
-            all_scores.append(best_scores)
-            all_index.append(best_index)
-        return torch.cat(all_index), torch.cat(all_scores)
+        rows = max(1, min(len(queries), self.batch_size))
+        key_block = max(self.batch_size, SCORE_BLOCK // rows)
+        best_scores = torch.empty(len(queries), k, dtype=queries.dtype)
+        best_index = torch.empty(len(queries), k, dtype=torch.long)
+        for q_start in range(0, len(queries), rows):
+            query = queries[q_start:q_start + rows]
+            starts = range(0, len(keys), key_block)
+            found = [torch.topk(query @ keys[start:start + key_block].T, min(k, key_block, len(keys) - start), dim=1)
+                     for start in starts]
+            scores = torch.cat([block.values for block in found], dim=1)
+            index = torch.cat([block.indices + start for block, start in zip(found, starts)], dim=1)
+            if len(found) > 1:
+                scores, order = torch.topk(scores, k, dim=1)
+                index = index.gather(1, order)
+            best_scores[q_start:q_start + rows] = scores
+            best_index[q_start:q_start + rows] = index
+        return best_index, best_scores
 
     def recommend_users(self, items: Union[FeatureInput, torch.Tensor], k: int) -> Tuple[np.ndarray, torch.Tensor]:
         """For each new item, the k users to show it to: (user tokens (n_items, k), scores (n_items, k))."""
-        index, scores = self._streaming_topk(self._representations(items), self.user_embeddings(), k,
-                                             excluded_key=0)
-        return self.user_tokens[index.numpy()], scores
+        # Row 0 is the padding user: search the real users and shift their positions back to user ids.
+        index, scores = self._streaming_topk(self._representations(items), self.user_embeddings()[1:], k)
+        return self.user_tokens[index.numpy() + 1], scores
 
     def recommend_items(self, users: Sequence[str], items: Union[FeatureInput, torch.Tensor],
                         k: int) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ LAYERS = [
     ("model",),
     ("utils", "config", "option_docs"),
     ("evaluation", "optim", "checkpoint", "resume", "trainer", "calibration", "inference"),
-    ("stage_one", "quick_start", "integration"),
+    ("stage_one", "quick_start", "integration", "search", "item_store", "service", "http_api", "serve"),
 ]
 
 

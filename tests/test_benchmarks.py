@@ -333,3 +333,14 @@ def test_report_reads_several_results_files_and_writes_tables_and_figures(tmp_pa
     pytest.importorskip("matplotlib")
     assert (tmp_path / report.CURVE_FILE).read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / report.ROBUSTNESS_FILE).is_file()
+
+
+def test_ann_benchmark_measures_hnsw_recall_against_exact():
+    pytest.importorskip("faiss")
+    from benchmarks import ann_recall
+
+    figures = ann_recall.main(["--items", "3000", "--dim", "8", "--queries", "40", "--single_queries", "5",
+                               "--k", "10", "--ef_search", "1,2000"])
+    assert figures["items"] == 3000 and figures["dim"] == 8
+    # ef_search 1 explores one candidate per step; 2000 visits most of the graph and matches exact.
+    assert figures["hnsw_ef2000_recall@10"] >= 0.99 > figures["hnsw_ef1_recall@10"]

@@ -7,6 +7,7 @@ import pytest
 import torch
 from fixtures import write_toy_dataset
 
+from recbole_milk import inference
 from recbole_milk.inference import NewItemScorer, ServingError
 from recbole_milk.quick_start import load_data_and_model, run_recbole_milk
 
@@ -85,7 +86,9 @@ def test_bad_features_are_named(trained):
         scorer.recommend_items(["nobody"], {name: np.zeros((2, scorer.modality_dims[0]))}, k=1)
 
 
-def test_recommendations_are_the_top_scores_in_any_batch_size(trained):
+@pytest.mark.parametrize("score_block", [inference.SCORE_BLOCK, 8], ids=["one key block", "merged key blocks"])
+def test_recommendations_are_the_top_scores_in_any_batch_size(trained, monkeypatch, score_block):
+    monkeypatch.setattr(inference, "SCORE_BLOCK", score_block)
     dataset = trained["dataset"]
     features = _raw_rows(dataset, torch.arange(1, dataset.item_num))
     reference = NewItemScorer.from_artifact(trained["artifact"], batch_size=10_000)
@@ -98,6 +101,9 @@ def test_recommendations_are_the_top_scores_in_any_batch_size(trained):
         assert torch.allclose(full.gather(1, positions), scores, atol=1e-6)
         users, user_scores = scorer.recommend_users(features, k=3)
         assert torch.allclose(user_scores, torch.topk(full.T, 3, dim=1).values, atol=1e-5)
+        columns = {token: column for column, token in enumerate(tokens)}
+        user_columns = torch.tensor([[columns[token] for token in row] for row in users])
+        assert torch.allclose(full.T.gather(1, user_columns), user_scores, atol=1e-6)
         assert "[PAD]" not in set(users.reshape(-1))
 
 
