@@ -64,6 +64,9 @@ HIDDEN_SIZES: Rule = (
 
 # Rankings a run can report (recbole_milk/data/scopes.py); warm and all need the warm holdout.
 EVAL_SCOPES = ("new", "warm", "all")
+# RecBole metrics of the top-K lists themselves, not of their hits: the plugin computes them over the candidates of
+# each scope (recbole_milk/evaluation.py), from full rankings.
+LIST_METRICS = ("itemcoverage", "averagepopularity", "giniindex", "tailpercentage")
 
 # Options shared by every model the plugin runs.
 COMMON_RULES: OptionRules = {
@@ -173,10 +176,20 @@ def _check_scopes(config: Dict[str, Any]) -> None:
             "eval_scopes: [new].")
 
 
+def _check_list_metrics(config: Dict[str, Any]) -> None:
+    asked = [metric for metric in config.get("metrics") or () if str(metric).lower() in LIST_METRICS]
+    if asked and not _full_ranking(config):
+        raise ConfigError(
+            f"Option 'metrics' lists {asked}, which the plugin computes over each scope's candidates from full "
+            f"rankings, but eval_args.mode is {config['eval_args']['mode']}; set eval_args.mode: full, or remove "
+            "them.")
+
+
 def validate_options(config: Dict[str, Any], model_class: Any = None) -> None:
     """Raise ConfigError for the first invalid plugin option in `config`."""
     _check(config, COMMON_RULES, "")
     _check_scopes(config)
+    _check_list_metrics(config)
     _check_probabilities(config)
     _check_modalities(config)
     _check_resume(config)

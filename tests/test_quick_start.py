@@ -14,6 +14,8 @@ from recbole_milk.quick_start import (
 )
 
 HYPER_KEYS = {"model", "best_valid_score", "valid_score_bigger", "best_valid_result", "test_result"}
+RECBOLE_RANKING_METRICS = ["Recall", "NDCG", "Hit", "MRR", "Precision", "MAP", "ItemCoverage", "AveragePopularity",
+                           "GiniIndex", "TailPercentage"]
 
 
 @pytest.fixture
@@ -40,6 +42,18 @@ def test_run_reports_groups_epochs_and_a_json_config(toy):
     assert result["test_result_by_group"], "FTMT leaves some new items complete and some missing one modality"
     json.dumps(result)  # every value is plain JSON
     assert result["config"]["model"] == "MILK" and result["config"]["missing_setting"] == "FTMT"
+
+
+def test_every_recbole_ranking_metric_is_reported_overall_and_per_group(toy):
+    result = run_recbole_milk("BPR", toy["dataset"], config_dict=dict(toy, metrics=RECBOLE_RANKING_METRICS,
+                                                                       valid_metric="GiniIndex@10"))
+    assert list(result["test_result"]) == [f"{m.lower()}@{k}" for m in RECBOLE_RANKING_METRICS for k in (10, 20)]
+    assert result["valid_score_bigger"] is False and "giniindex@10" in result["best_valid_result"]
+    assert 0 < result["test_result"]["itemcoverage@10"] <= 1 and 0 <= result["test_result"]["giniindex@10"] < 1
+    grouped = {f"{m.lower()}@{k}" for m in RECBOLE_RANKING_METRICS[:8] if m != "AveragePopularity" for k in (10, 20)}
+    for metrics in result["test_result_by_group"].values():
+        assert grouped <= set(metrics) and "tailpercentage@10" not in metrics
+    json.dumps(result)
 
 
 def test_checkpoints_hold_plain_data_and_load_with_weights_only(toy):
