@@ -266,8 +266,9 @@ class NewItemDataset(Dataset):
         """The warm pairs the warm and all scopes rank, held out of training; None when no scope needs them."""
         if not needs_warm_holdout(self.config["eval_scopes"]):
             return None
-        holdout = warm_holdout_pairs(self.inter_feat[self.uid_field].to_numpy(), self.inter_feat[self.iid_field].to_numpy(),
-                                     self.item_role, self.item_num, self.config["warm_holdout_ratio"],
+        inter = self.inter_feat
+        holdout = warm_holdout_pairs(inter[self.uid_field].to_numpy(), inter[self.iid_field].to_numpy(), self.item_role,
+                                     self.item_num, self.config["warm_holdout_ratio"],
                                      derived_rng(split_seed(self.config), "warm_holdout"))
         self.logger.info(set_color("Warm holdout", "blue") + ": " + ", ".join(
             f"{keys.size} {phase} pairs" for phase, keys in holdout.items()) + " of warm items out of training")

@@ -76,8 +76,8 @@ def warm_holdout_pairs(users: np.ndarray, items: np.ndarray, item_role: torch.Te
     holdout = {"valid": keys[in_valid], "test": keys[in_test]}
     for (phase, held), share in zip(holdout.items(), ratios):
         if held.size == 0:
-            raise DataError(f"warm_holdout_ratio = {list(ratios)} holds no warm interaction out for {phase}: no user has "
-                            f"enough warm interactions for a {phase} share of {share} with two left for training. "
+            raise DataError(f"warm_holdout_ratio = {list(ratios)} holds no warm interaction out for {phase}: no user "
+                            f"has enough warm interactions for a {phase} share of {share} with two left for training. "
                             "Raise the share, or evaluate new items only (eval_scopes: [new]).")
     return holdout
 
