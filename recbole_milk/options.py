@@ -153,7 +153,8 @@ def _check_scopes(config: Dict[str, Any]) -> None:
                                         and all(scope in EVAL_SCOPES for scope in scopes)):
         raise ConfigError(
             f"Option 'eval_scopes' = {scopes!r} is invalid: it must be a non-empty list of distinct scopes from "
-            f"{', '.join(EVAL_SCOPES)} (the first gives the valid metric), for example [new, warm, all].")
+            f"{', '.join(EVAL_SCOPES)} (the first gives the valid metric), for example [new, warm, all] in yaml, "
+            "--eval_scopes=\"['new','warm','all']\" on the command line.")
     ratios = config.get("warm_holdout_ratio")
     if "warm_holdout_ratio" in config and not (
             isinstance(ratios, (list, tuple)) and len(ratios) == 2
