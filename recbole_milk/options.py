@@ -6,7 +6,7 @@ that constrain each other in the classmethod `check_options`.
 """
 import math
 import os
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from recbole_milk.errors import ConfigError
 
@@ -64,6 +64,13 @@ HIDDEN_SIZES: Rule = (
 
 # Rankings a run can report (recbole_milk/data/scopes.py); warm and all need the warm holdout.
 EVAL_SCOPES = ("new", "warm", "all")
+
+
+def needs_warm_holdout(scopes: Optional[Sequence[str]]) -> bool:
+    """True when a scope ranks held-out warm interactions (warm, all)."""
+    return any(scope != "new" for scope in scopes or ())
+
+
 # RecBole metrics of the top-K lists themselves, not of their hits: the plugin computes them over the candidates of
 # each scope (recbole_milk/evaluation.py), from full rankings.
 LIST_METRICS = ("itemcoverage", "averagepopularity", "giniindex", "tailpercentage")
@@ -162,7 +169,7 @@ def _check_scopes(config: Dict[str, Any]) -> None:
         raise ConfigError(
             f"Option 'warm_holdout_ratio' = {ratios!r} is invalid: it must be [valid share, test share] of each "
             "user's warm interactions, two numbers in (0, 1) summing to less than 1, for example [0.1, 0.1].")
-    if not any(scope != "new" for scope in scopes or ()):
+    if not needs_warm_holdout(scopes):
         return
     split = next(iter((config.get("eval_args") or {}).get("split") or {}), None)
     if split != "COLD":

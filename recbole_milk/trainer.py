@@ -328,8 +328,8 @@ class NewItemTrainerMixin:
         item_group = getattr(dataset, "item_group", None)
         names = getattr(dataset, "item_group_names", None)
         self._has_groups = item_group is not None and bool(names)
-        if not self._has_groups:
-            item_group, names = torch.zeros(dataset.item_num, dtype=torch.long), ["all"]
+        if not self._has_groups:  # one group of every item: the list metrics and the new-item share need no groups
+            item_group, names = torch.zeros(dataset.item_num, dtype=torch.long), ["items"]
         role = getattr(dataset, "item_role", None)
         self._ranking_metrics = GroupMetricAccumulator(
             item_group, names, self.config["topk"], self.config["metrics"], self._candidate_items,

@@ -35,8 +35,9 @@ from recbole_milk.data.roles import (
     ROLE_VALID,
     ROLE_WARM,
 )
-from recbole_milk.data.scopes import needs_warm_holdout, scope_masks, warm_holdout_pairs
+from recbole_milk.data.scopes import scope_masks, warm_holdout_pairs
 from recbole_milk.errors import DataError
+from recbole_milk.options import needs_warm_holdout
 
 COLD_SPLIT = "COLD"
 

@@ -21,11 +21,6 @@ from recbole_milk.errors import DataError
 HOLDOUT_PHASES = ("valid", "test")
 
 
-def needs_warm_holdout(scopes: Optional[Sequence[str]]) -> bool:
-    """True when a scope ranks held-out warm interactions (warm, all)."""
-    return any(scope != "new" for scope in scopes or ())
-
-
 def scope_item_pool(item_role: torch.Tensor, phase: str, candidate_pool: str = "all_new",
                     scope: str = "new") -> Optional[torch.Tensor]:
     """Bool (item_num,) of the items an evaluation phase of `scope` ranks; None when every real item qualifies.

@@ -6,7 +6,6 @@ from logging import getLogger
 from typing import Any, Dict, Tuple
 
 import torch
-
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation as recbole_data_preparation
 from recbole.data.utils import get_dataloader
