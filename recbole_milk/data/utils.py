@@ -90,7 +90,8 @@ def data_preparation(config: Any, dataset: Any) -> Tuple[Any, Any, Any]:
 
 def scoped_data_preparation(config: Any, dataset: NewItemDataset) -> Tuple[Any, Dict[str, Tuple[Any, Any]]]:
     """(train loader, {scope: (valid loader, test loader)}) for every scope of `eval_scopes`, and for new, whose
-    validation loader score calibration fits on."""
+    validation loader score calibration fits on. Every loader's dataset carries `train_item_counts`, the training
+    interactions per item that the popularity metrics read."""
     logger = getLogger()
     if config["save_dataloaders"]:
         logger.warning("save_dataloaders is ignored for new-item datasets: the loaders are rebuilt from the (cached) "
