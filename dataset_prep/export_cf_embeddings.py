@@ -4,7 +4,8 @@ for sharing one folder between runs, or exporting a BPR trained with other optio
 
 BPR runs through the plugin's pipeline, so it sees exactly the split a later baseline run sees: give this script
 the same dataset, data and split options (data_path, config files, seed / split_seed, cold_item_ratio or
-cold_item_file, filtering). It trains on warm items only (warm positives, warm negatives) for `epochs` epochs
+cold_item_file, filtering, and eval_scopes / warm_holdout_ratio when the baseline run holds warm interactions out for
+its warm and all scopes). It trains on warm items only (warm positives, warm negatives) for `epochs` epochs
 without validation or early stopping (ranking new items says nothing about warm CF quality), then writes OUTPUT/ with
 user_embeddings.npy, item_embeddings.npy and meta.json (format in recbole_milk/pretrained.py). Rows of items
 that are not warm are zero.
@@ -33,7 +34,7 @@ from recbole_milk.data.roles import ROLE_WARM
 from recbole_milk.stage_one import export_bpr
 
 SPLIT_OPTIONS = ("seed", "split_seed", "cold_item_ratio", "cold_valid_share", "cold_item_file", "data_path",
-                 "user_inter_num_interval", "item_inter_num_interval")
+                 "user_inter_num_interval", "item_inter_num_interval", "eval_scopes", "warm_holdout_ratio")
 
 
 def export_cf_embeddings(output: str, dataset: str, config_file_list: Optional[List[str]] = None,

@@ -6,7 +6,7 @@ that constrain each other in the classmethod `check_options`.
 """
 import math
 import os
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from recbole_milk.errors import ConfigError
 
@@ -61,6 +61,19 @@ HIDDEN_SIZES: Rule = (
     and all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in value),
     "a list of positive integers (hidden layer sizes; [] for a single affine layer)",
 )
+
+# Rankings a run can report (recbole_milk/data/scopes.py); warm and all need the warm holdout.
+EVAL_SCOPES = ("new", "warm", "all")
+
+
+def needs_warm_holdout(scopes: Optional[Sequence[str]]) -> bool:
+    """True when a scope ranks held-out warm interactions (warm, all)."""
+    return any(scope != "new" for scope in scopes or ())
+
+
+# RecBole metrics of the top-K lists themselves, not of their hits: the plugin computes them over the candidates of
+# each scope (recbole_milk/evaluation.py), from full rankings.
+LIST_METRICS = ("itemcoverage", "averagepopularity", "giniindex", "tailpercentage")
 
 # Options shared by every model the plugin runs.
 COMMON_RULES: OptionRules = {
@@ -136,9 +149,55 @@ def _check_modalities(config: Dict[str, Any]) -> None:
             f"({sorted(modalities)}); use the same names in both.")
 
 
+def _full_ranking(config: Dict[str, Any]) -> bool:
+    mode = (config.get("eval_args") or {}).get("mode", "full")
+    return set(mode.values() if isinstance(mode, dict) else [mode]) == {"full"}
+
+
+def _check_scopes(config: Dict[str, Any]) -> None:
+    scopes = config.get("eval_scopes")
+    if "eval_scopes" in config and not (isinstance(scopes, list) and scopes and len(set(scopes)) == len(scopes)
+                                        and all(scope in EVAL_SCOPES for scope in scopes)):
+        raise ConfigError(
+            f"Option 'eval_scopes' = {scopes!r} is invalid: it must be a non-empty list of distinct scopes from "
+            f"{', '.join(EVAL_SCOPES)} (the first gives the valid metric), for example [new, warm, all] in yaml, "
+            "--eval_scopes=\"['new','warm','all']\" on the command line.")
+    ratios = config.get("warm_holdout_ratio")
+    if "warm_holdout_ratio" in config and not (
+            isinstance(ratios, (list, tuple)) and len(ratios) == 2
+            and all(_number(r) is not None and 0 < r < 1 for r in ratios) and sum(ratios) < 1):
+        raise ConfigError(
+            f"Option 'warm_holdout_ratio' = {ratios!r} is invalid: it must be [valid share, test share] of each "
+            "user's warm interactions, two numbers in (0, 1) summing to less than 1, for example [0.1, 0.1].")
+    if not needs_warm_holdout(scopes):
+        return
+    split = next(iter((config.get("eval_args") or {}).get("split") or {}), None)
+    if split != "COLD":
+        raise ConfigError(
+            f"Option 'eval_scopes' = {scopes} is invalid with eval_args.split {split}: warm and all need the new-item "
+            "split eval_args.split {COLD: ~}; under RecBole's RS, LS or TS split every item is warm and the new "
+            "scope already ranks them all, so use eval_scopes: [new].")
+    if not _full_ranking(config):
+        raise ConfigError(
+            f"Option 'eval_scopes' = {scopes} is invalid with eval_args.mode {config['eval_args']['mode']}: warm "
+            "and all rank every candidate item, so they need full ranking; set eval_args.mode: full, or use "
+            "eval_scopes: [new].")
+
+
+def _check_list_metrics(config: Dict[str, Any]) -> None:
+    asked = [metric for metric in config.get("metrics") or () if str(metric).lower() in LIST_METRICS]
+    if asked and not _full_ranking(config):
+        raise ConfigError(
+            f"Option 'metrics' lists {asked}, which the plugin computes over each scope's candidates from full "
+            f"rankings, but eval_args.mode is {config['eval_args']['mode']}; set eval_args.mode: full, or remove "
+            "them.")
+
+
 def validate_options(config: Dict[str, Any], model_class: Any = None) -> None:
     """Raise ConfigError for the first invalid plugin option in `config`."""
     _check(config, COMMON_RULES, "")
+    _check_scopes(config)
+    _check_list_metrics(config)
     _check_probabilities(config)
     _check_modalities(config)
     _check_resume(config)

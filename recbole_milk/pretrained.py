@@ -12,11 +12,14 @@ Folder layout (written atomically: a temporary folder renamed into place):
                        training saw), and the options that fixed the split
 
 Rows are looked up by token, so the folder survives RecBole re-numbering items. Loading refuses a folder whose warm
-items differ from the current split's: embeddings trained on interactions of a new item would leak it.
+items differ from the current split's: embeddings trained on interactions of a new item would leak it. It also
+refuses, for a run that holds warm interactions out (eval_scopes warm or all), a folder trained without the same
+holdout (meta['warm_holdout'], a digest of the held-out pairs): its embeddings may have seen them.
 """
+import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -112,12 +115,27 @@ def _rows_by_token(file_tokens: Sequence[str], wanted: np.ndarray) -> np.ndarray
     return pd.Index([str(t) for t in file_tokens]).get_indexer([str(t) for t in wanted])
 
 
+def warm_holdout_digest(dataset: Any) -> Optional[str]:
+    """SHA-256 of the warm (user, item) token pairs `dataset` holds out of training per phase; None without any."""
+    holdout = getattr(dataset, "warm_holdout", None)
+    if holdout is None:
+        return None
+    users = np.asarray(dataset.field2id_token[dataset.uid_field]).astype(str)
+    items = np.asarray(dataset.field2id_token[dataset.iid_field]).astype(str)
+    digest = hashlib.sha256()
+    for phase in sorted(holdout):
+        user_ids, item_ids = np.divmod(holdout[phase], dataset.item_num)
+        pairs = np.sort(np.char.add(np.char.add(users[user_ids], "\t"), items[item_ids]))
+        digest.update(f"{phase}\n".encode("utf-8") + "\n".join(pairs.tolist()).encode("utf-8"))
+    return digest.hexdigest()
+
+
 def load_cf_embeddings(folder: str, dataset: Any) -> Tuple[torch.Tensor, torch.Tensor]:
     """(user, item) float32 matrices (n_users, d) and (n_items, d) indexed by the dataset's internal ids.
 
     Item rows of items that are not warm in the dataset's split are zero: a new item has no CF representation.
-    Raises PretrainedCFError if the folder's warm items differ from the split's, or a user or warm item of the
-    dataset has no row.
+    Raises PretrainedCFError if the folder's warm items differ from the split's, if it was not trained with the
+    dataset's warm holdout, or if a user or warm item of the dataset has no row.
     """
     meta, users, items = read_cf_folder(folder)
     hint = (f"re-export with `{EXPORT_COMMAND}` using this run's dataset, split and filtering options, and pass "
@@ -134,6 +152,13 @@ def load_cf_embeddings(folder: str, dataset: Any) -> Tuple[torch.Tensor, torch.T
             f"Pre-trained CF folder '{folder}' was trained on a different item split: {len(leaked)} of its warm items "
             f"are not warm here (e.g. {leaked[:5]}; their interactions would leak new items into training) and "
             f"{len(absent)} warm items here were not warm there (e.g. {absent[:5]}); {hint}.")
+    held_out = warm_holdout_digest(dataset)
+    if held_out is not None and meta.get("warm_holdout") != held_out:
+        raise PretrainedCFError(
+            f"Pre-trained CF folder '{folder}' was not trained with this run's warm holdout (eval_scopes "
+            f"{dataset.config['eval_scopes']}, warm_holdout_ratio {dataset.config['warm_holdout_ratio']}): its "
+            "embeddings may have seen the held-out warm interactions the warm and all scopes rank; "
+            f"{hint}, eval_scopes and warm_holdout_ratio included.")
 
     user_rows = _rows_by_token(meta["user_tokens"], user_tokens)
     if (user_rows < 0).any():

@@ -9,7 +9,8 @@ from recbole_milk.calibration import fit_calibration
 from recbole_milk.checkpoint import load_checkpoint, plain
 from recbole_milk.compat import apply_numpy_aliases
 from recbole_milk.config import Config
-from recbole_milk.data.utils import create_dataset, data_preparation
+from recbole_milk.data.dataset import NewItemDataset
+from recbole_milk.data.utils import create_dataset, data_preparation, scoped_data_preparation
 from recbole_milk.inference import artifact_path_for, write_artifact
 from recbole_milk.logger import init_logger
 from recbole_milk.model.abstract_recommender import (
@@ -30,17 +31,18 @@ def prepare_model_inputs(config: Config, train_data: Any) -> None:
         attach_pretrained_cf(train_data._dataset, config["pretrained_cf_dir"])
 
 
-def _calibrate(trainer: Any, model: Any, valid_data: Any, config: Config, saved: bool) -> Optional[Dict[str, Any]]:
-    """Fit per-pattern calibration on the best model and the validation split, and keep it only if the validation
-    ranking (the one model selection reads) is at least as good with it: what was fitted, whether it was kept, and
-    the validation result of the model that goes on to the test."""
+def _calibrate(trainer: Any, model: Any, valid_data: Any, new_valid_data: Any, config: Config,
+               saved: bool) -> Optional[Dict[str, Any]]:
+    """Fit per-pattern calibration on the best model and the new items' validation split, and keep it only if the
+    validation ranking (the one model selection reads) is at least as good with it: what was fitted, whether it was
+    kept, and the validation result of the model that goes on to the test."""
     if not (isinstance(model, ContentRecommender) and model.calibrated):
         return None
     if saved:
         model.load_state_dict(load_checkpoint(trainer.saved_model_file, trainer.device)["state_dict"])
     show = config["show_progress"]
     before = _plain_metrics(trainer.evaluate(valid_data, load_best_model=False, show_progress=show))
-    summary = fit_calibration(model, valid_data, config)
+    summary = fit_calibration(model, new_valid_data, config)
     fitted = _plain_metrics(trainer.evaluate(valid_data, load_best_model=False, show_progress=show))
     metric = config["valid_metric"].lower()
     better = fitted[metric] >= before[metric] if config["valid_metric_bigger"] else fitted[metric] <= before[metric]
@@ -52,11 +54,29 @@ def _calibrate(trainer: Any, model: Any, valid_data: Any, config: Config, saved:
     return summary
 
 
+def _prepare(config: Config, dataset: Any) -> Tuple[Any, Dict[str, Tuple[Any, Any]]]:
+    """(train loader, {scope: (valid, test)}); RecBole's own datasets have the new scope only."""
+    if isinstance(dataset, NewItemDataset):
+        return scoped_data_preparation(config, dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    return train_data, {"new": (valid_data, test_data)}
+
+
+def _evaluate(trainer: Any, loader: Any, saved: bool, config: Config) -> Dict[str, Any]:
+    """The selected model on one loader: metrics, and per group metrics and exposure, and the new-item share."""
+    result = trainer.evaluate(loader, load_best_model=saved, show_progress=config["show_progress"])
+    return {"result": _plain_metrics(result), "groups": trainer.last_group_result,
+            "exposure": trainer.last_group_exposure, "new_item_share": trainer.last_new_item_share}
+
+
 def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
     logger = getLogger()
     dataset = create_dataset(config)
     logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    train_data, loaders = _prepare(config, dataset)
+    scopes = list(config["eval_scopes"])
+    # The first scope's validation ranking drives early stopping and model selection.
+    valid_data, test_data = loaders[scopes[0]]
     prepare_model_inputs(config, train_data)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -67,7 +87,7 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"])
     best_valid_result = _plain_metrics(best_valid_result)
-    calibration = _calibrate(trainer, model, valid_data, config, saved)
+    calibration = _calibrate(trainer, model, valid_data, loaders["new"][0], config, saved)
     if calibration is not None:
         # The model that is tested (and tuned on) is the calibrated one: its validation result counts.
         logger.info(f"valid result after calibration ({'kept' if calibration['kept'] else 'dropped'}): "
@@ -75,19 +95,24 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
         calibration["valid_result_before"] = best_valid_result
         best_valid_result = calibration["valid_result"]
         best_valid_score = best_valid_result[config["valid_metric"].lower()]
-    # The selected model on the validation split, per group too: what model selection may look at.
-    trainer.evaluate(valid_data, load_best_model=saved, show_progress=config["show_progress"])
-    valid_by_group, valid_exposure = trainer.last_group_result, trainer.last_group_exposure
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
-    test_by_group, exposure = trainer.last_group_result, trainer.last_group_exposure
+    # The selected model on every scope, per group too; validation first: what model selection may look at.
+    valid, test = {}, {}
+    for scope in scopes:
+        valid[scope] = _evaluate(trainer, loaders[scope][0], saved, config)
+        test[scope] = _evaluate(trainer, loaders[scope][1], saved, config)
+    first = test[scopes[0]]
     artifact_file = None
     if saved and getattr(model, "servable", False):
         artifact_file = write_artifact(model, train_data._dataset, config, artifact_path_for(trainer.saved_model_file))
         logger.info(f"Serving artefact written to {artifact_file}")
     logger.info(f"best valid : {best_valid_result}")
-    logger.info(f"test result: {dict(test_result or {})}")
-    for group, metrics in test_by_group.items():
-        logger.info(f"test result [{group}]: {metrics} exposure {exposure.get(group, {})}")
+    for scope in scopes:
+        label = "" if scope == scopes[0] else f" [{scope}]"
+        logger.info(f"test result{label}: {test[scope]['result']}")
+        for group, metrics in test[scope]["groups"].items():
+            logger.info(f"test result{label} [{group}]: {metrics} exposure {test[scope]['exposure'].get(group, {})}")
+    if "all" in scopes:
+        logger.info(f"new items in the all scope's top-K slots: {test['all']['new_item_share']}")
     epochs = len(trainer.epoch_seconds)
     return {
         "model": config["model"],
@@ -95,11 +120,16 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
         "best_valid_score": float(best_valid_score),
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
-        "valid_result_by_group": valid_by_group,
-        "valid_exposure_by_group": valid_exposure,
-        "test_result": _plain_metrics(test_result),
-        "test_result_by_group": test_by_group,
-        "test_exposure_by_group": exposure,
+        "valid_result_by_group": valid[scopes[0]]["groups"],
+        "valid_exposure_by_group": valid[scopes[0]]["exposure"],
+        "test_result": first["result"],
+        "test_result_by_group": first["groups"],
+        "test_exposure_by_group": first["exposure"],
+        "valid_result_by_scope": {scope: valid[scope]["result"] for scope in scopes},
+        "test_result_by_scope": {scope: test[scope]["result"] for scope in scopes},
+        "test_result_by_scope_and_group": {scope: test[scope]["groups"] for scope in scopes},
+        "test_exposure_by_scope_and_group": {scope: test[scope]["exposure"] for scope in scopes},
+        "test_new_item_share": test["all"]["new_item_share"] if "all" in scopes else None,
         "calibration": calibration,
         "epochs_trained": epochs,
         "train_seconds_per_epoch": sum(trainer.epoch_seconds) / epochs if epochs else 0.0,

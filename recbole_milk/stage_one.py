@@ -19,7 +19,7 @@ from recbole.model.general_recommender import BPR
 from recbole.utils import init_seed
 
 from recbole_milk.data.roles import ROLE_WARM
-from recbole_milk.pretrained import META_FILE, write_cf_embeddings
+from recbole_milk.pretrained import META_FILE, warm_holdout_digest, write_cf_embeddings
 from recbole_milk.resume import canonical, capture_random_state, restore_random_state
 from recbole_milk.trainer import get_trainer
 
@@ -43,12 +43,14 @@ def _bpr_config(config: Any) -> Any:
 
 
 def export_bpr(model: Any, dataset: Any, folder: str, meta: Dict[str, Any]) -> Path:
-    """Write a trained BPR's user and warm item embeddings as a pre-trained CF folder."""
+    """Write a trained BPR's user and warm item embeddings as a pre-trained CF folder, with the digest of the warm
+    pairs its training held out."""
     user_tokens = np.asarray(dataset.field2id_token[dataset.uid_field])[1:]
     item_tokens = np.asarray(dataset.field2id_token[dataset.iid_field])[1:]
     warm = (dataset.item_role == ROLE_WARM).numpy()[1:]
     return write_cf_embeddings(folder, user_tokens, item_tokens, model.user_embedding.weight.detach().cpu().numpy()[1:],
-                               model.item_embedding.weight.detach().cpu().numpy()[1:], item_tokens[warm], meta)
+                               model.item_embedding.weight.detach().cpu().numpy()[1:], item_tokens[warm],
+                               dict(meta, warm_holdout=warm_holdout_digest(dataset)))
 
 
 def ensure_stage_one(config: Any, train_data: Any) -> str:

@@ -1,14 +1,17 @@
 """Trainer for every model the plugin runs: safe checkpoints, resumable runs, new-item ranking, groups."""
+import copy
 import importlib
 import os
 import shutil
 import time
 import uuid
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any, Dict, Optional, Type
 
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
+from recbole.evaluator import Collector, Evaluator
 from recbole.trainer import Trainer
 from recbole.utils import get_local_time
 from recbole.utils import get_trainer as recbole_get_trainer
@@ -16,6 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from recbole_milk.atomic import remove_stale_temporaries, save_torch
 from recbole_milk.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, plain_config
+from recbole_milk.data.roles import ROLE_TEST, ROLE_VALID
 from recbole_milk.errors import ConfigError, UserInputError
 from recbole_milk.evaluation import (
     GroupMetricAccumulator,
@@ -23,6 +27,7 @@ from recbole_milk.evaluation import (
     restrict_to_candidates,
 )
 from recbole_milk.optim import DenseSparseAdam, sparse_embedding_weights
+from recbole_milk.options import LIST_METRICS
 from recbole_milk.resume import (
     RESUME_LATEST,
     find_resume_point,
@@ -43,7 +48,8 @@ class TrainingDivergedError(UserInputError):
 class NewItemTrainerMixin:
     """Adds to any RecBole trainer: unique checkpoint names, checkpoints that load with weights_only=True,
     resumable runs, an actionable error when training diverges, a configurable tensorboard folder,
-    candidate-restricted full ranking with random tie-breaking, per-group metrics and epoch timing.
+    candidate-restricted full ranking with random tie-breaking, per-group metrics, RecBole's list metrics over the
+    candidates (ItemCoverage, AveragePopularity, GiniIndex, TailPercentage) and epoch timing.
 
     Besides the best-model checkpoint (`saved_model_file`, written on validation improvement as in RecBole), a run
     keeps a resume point (`resume_file`, see recbole_milk/resume.py) rewritten after every evaluation. It is deleted
@@ -64,13 +70,28 @@ class NewItemTrainerMixin:
         self.epoch_seconds = []
         self.last_group_result: Dict[str, Dict[str, float]] = {}
         self.last_group_exposure: Dict[str, Dict[str, float]] = {}
-        self._group_metrics: Optional[GroupMetricAccumulator] = None
+        self.last_new_item_share: Dict[str, float] = {}
+        self._ranking_metrics: Optional[GroupMetricAccumulator] = None
+        self._has_groups = False
+        self._train_item_counts: Optional[torch.Tensor] = None
+        self._use_accuracy_evaluator(config)
         self._candidate_items: Optional[torch.Tensor] = None
         self._tie_generator = torch.Generator()
         self._epoch: Optional[int] = None
         self._resumed = False
         self._pending_loader_state: Optional[torch.Tensor] = None
         self._resume_every_save: Any = None
+
+    def _use_accuracy_evaluator(self, config) -> None:
+        # RecBole's collector fails on the list metrics' inputs (it calls .cpu() on an int and a Counter) and would
+        # count items outside the candidates; GroupMetricAccumulator computes them, RecBole the accuracy metrics.
+        accuracy = [metric for metric in config["metrics"] if metric.lower() not in LIST_METRICS]
+        if len(accuracy) == len(config["metrics"]):
+            return
+        view = copy.copy(config)
+        view.final_config_dict = dict(config.final_config_dict, metrics=accuracy)
+        self.eval_collector = Collector(view)
+        self.evaluator = Evaluator(view)
 
     def _redirect_tensorboard(self, config, name: str) -> None:
         # RecBole's Trainer always opens ./log_tensorboard/<run>; move it to the configured folder.
@@ -233,6 +254,9 @@ class NewItemTrainerMixin:
     # ----- training and evaluation -----
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        dataset = train_data._dataset
+        # The popularity of the list metrics, as RecBole's collector takes it: training interactions per item.
+        self._train_item_counts = torch.bincount(dataset.inter_feat[dataset.iid_field], minlength=dataset.item_num)
         self._resume_from_option()
         if self._pending_loader_state is not None and isinstance(getattr(train_data, "generator", None),
                                                                  torch.Generator):
@@ -274,30 +298,51 @@ class NewItemTrainerMixin:
         try:
             result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
         finally:
-            accumulator, self._group_metrics = self._group_metrics, None
+            accumulator, self._ranking_metrics = self._ranking_metrics, None
         decimals = self.config["metric_decimal_place"]
-        self.last_group_result = accumulator.result(decimals) if accumulator else {}
-        self.last_group_exposure = accumulator.exposure(decimals) if accumulator else {}
+        groups = accumulator is not None and self._has_groups
+        self.last_group_result = accumulator.result(decimals) if groups else {}
+        self.last_group_exposure = accumulator.exposure(decimals) if groups else {}
+        self.last_new_item_share = accumulator.new_item_share(decimals) if accumulator else {}
+        if result is not None and accumulator is not None and accumulator.list_metrics:
+            result = self._in_metric_order(result, accumulator.list_result(decimals))
         return result
+
+    def _in_metric_order(self, accuracy: Dict[str, float], lists: Dict[str, float]) -> "OrderedDict[str, float]":
+        """RecBole's accuracy results and the plugin's list metrics in one result, in the order of `metrics`."""
+        merged = OrderedDict()
+        for metric in self.config["metrics"]:
+            name = metric.lower()
+            source = lists if name in LIST_METRICS else accuracy
+            merged.update((key, value) for key, value in source.items() if key.split("@")[0] == name)
+        return merged
 
     def _start_ranking(self, eval_data) -> None:
         # The same seed gives the same tie-breaks in every evaluation, independent of training's RNG state.
         self._tie_generator.manual_seed(int(self.config["seed"]))
         self._candidate_items = getattr(eval_data, "candidate_items", None)
         dataset = eval_data._dataset
+        self._ranking_metrics = None
+        if not isinstance(eval_data, FullSortEvalDataLoader):
+            return
         item_group = getattr(dataset, "item_group", None)
         names = getattr(dataset, "item_group_names", None)
-        self._group_metrics = None
-        if isinstance(eval_data, FullSortEvalDataLoader) and item_group is not None and names:
-            self._group_metrics = GroupMetricAccumulator(item_group, names, self.config["topk"],
-                                                         self.config["metrics"], self._candidate_items)
+        self._has_groups = item_group is not None and bool(names)
+        if not self._has_groups:  # one group of every item: the list metrics and the new-item share need no groups
+            item_group, names = torch.zeros(dataset.item_num, dtype=torch.long), ["items"]
+        role = getattr(dataset, "item_role", None)
+        self._ranking_metrics = GroupMetricAccumulator(
+            item_group, names, self.config["topk"], self.config["metrics"], self._candidate_items,
+            item_counts=getattr(dataset, "train_item_counts", self._train_item_counts),
+            new_items=None if role is None else (role == ROLE_VALID) | (role == ROLE_TEST),
+            tail_ratio=self.config["tail_ratio"])
 
     def _full_sort_batch_eval(self, batched_data):
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
         scores = restrict_to_candidates(scores, self._candidate_items)
         scores = break_ties_at_random(scores, self._tie_generator)
-        if self._group_metrics is not None:
-            self._group_metrics.update(scores, positive_u, positive_i)
+        if self._ranking_metrics is not None:
+            self._ranking_metrics.update(scores, positive_u, positive_i)
         return interaction, scores, positive_u, positive_i
 
 

@@ -8,7 +8,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks import grid, report, run, scaling, tables  # noqa: E402
+from benchmarks import grid, report, run, scaling, scopes, tables  # noqa: E402
 from benchmarks.cell import evaluation_seconds, training_interactions  # noqa: E402
 from benchmarks.results import append_result, read_results  # noqa: E402
 
@@ -344,3 +344,38 @@ def test_ann_benchmark_measures_hnsw_recall_against_exact():
     assert figures["items"] == 3000 and figures["dim"] == 8
     # ef_search 1 explores one candidate per step; 2000 visits most of the graph and matches exact.
     assert figures["hnsw_ef2000_recall@10"] >= 0.99 > figures["hnsw_ef1_recall@10"]
+
+
+# ----- scopes (benchmarks/scopes.py) -----
+
+def _scope_record(model, seed, ndcg_new, share=0.05):
+    scope = {"new": {"ndcg@20": ndcg_new, "recall@20": 2 * ndcg_new},
+             "warm": {"ndcg@20": 0.1, "recall@20": 0.2}, "all": {"ndcg@20": 0.05, "recall@20": 0.08}}
+    return {"dataset": "tiktok", "experiment": "scopes", "variant": model, "setting": "FTMT", "seed": seed,
+            "test_result_by_scope": scope, "test_new_item_share": {"new_item_share@20": share, "candidate_share": 0.2}}
+
+
+def test_scope_cells_cover_models_and_seeds_with_every_scope(tmp_path):
+    args = scopes.parse_args(["run", "--dataset=tiktok", f"--scratch={tmp_path}", "--epochs=3"])
+    cells = scopes.cells(args)
+    assert len({cell.key for cell in cells}) == len(cells) == 6 * 3
+    assert [cell.seed for cell in cells[:6]] == [2023] * 6 and {cell.variant for cell in cells} == set(scopes.MODELS)
+    spec = run.cell_spec(cells[0], args, tmp_path / "cell")["config_dict"]
+    assert spec["eval_scopes"] == ("new", "warm", "all") and spec["epochs"] == 3
+    assert spec["split_seed"] == run.SPLIT_SEED and spec["missing_setting"] == "FTMT" and "eval_step" not in spec
+
+
+def test_scope_table_averages_seeds_per_model_and_scope():
+    records = [_scope_record("MILK", 2023, 0.02, 0.1), _scope_record("MILK", 2024, 0.04, 0.3),
+               _scope_record("BPR", 2023, 0.01), dict(_scope_record("VBPR", 2023, 0.5), setting="MTMT")]
+    lines = scopes.scope_table(records, "tiktok", "FTMT", models=scopes.MODELS)
+    assert lines[2].startswith("| model | seeds | new NDCG@20 | warm NDCG@20 | all NDCG@20 | new Recall@20")
+    milk = next(line for line in lines if line.startswith("| MILK"))
+    assert milk.startswith("| MILK | 2 | 0.0300 ± 0.0141 | 0.1000 ± 0.0000 | 0.0500 ± 0.0000 | 0.0600 ± 0.0283")
+    assert milk.endswith("| 0.200 ± 0.141 (candidates 0.20) |")
+    assert not [line for line in lines if line.startswith(("| VBPR", "| DUIF"))]  # another setting; not run
+
+
+def test_scope_runs_refuse_two_stage_models(tmp_path):
+    with pytest.raises(SystemExit, match="DropoutNet"):
+        scopes.main(["run", "--models=BPR,DropoutNet", f"--scratch={tmp_path}"])

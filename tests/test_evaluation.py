@@ -7,6 +7,8 @@ from recbole_milk.compat import apply_numpy_aliases
 from recbole_milk.evaluation import (
     GroupMetricAccumulator,
     break_ties_at_random,
+    gini_index,
+    long_tail_items,
     restrict_to_candidates,
 )
 
@@ -86,7 +88,7 @@ def test_group_metrics_recombine_to_overall_when_each_user_likes_one_group():
 
 
 def test_group_metrics_match_recbole_on_a_random_ranking():
-    from recbole.evaluator.metrics import NDCG, Recall
+    from recbole.evaluator.metrics import MAP, MRR, NDCG, Hit, Precision, Recall
 
     apply_numpy_aliases()
 
@@ -96,8 +98,8 @@ def test_group_metrics_match_recbole_on_a_random_ranking():
     positive[:, 0] = False
     positive[torch.arange(20), torch.randint(1, 30, (20,))] = True
     positive_u, positive_i = positive.nonzero(as_tuple=True)
-    accumulator = GroupMetricAccumulator(torch.zeros(30, dtype=torch.long), ["all"], topk=[5, 10],
-                                         metrics=["recall", "ndcg"])
+    names = ["recall", "ndcg", "hit", "mrr", "precision", "map"]
+    accumulator = GroupMetricAccumulator(torch.zeros(30, dtype=torch.long), ["all"], topk=[5, 10], metrics=names)
     accumulator.update(scores, positive_u, positive_i)
     ours = accumulator.result(decimals=8)["all"]
 
@@ -106,7 +108,111 @@ def test_group_metrics_match_recbole_on_a_random_ranking():
     struct = torch.cat([hits, positive.sum(1, keepdim=True).int()], dim=1)
     config = {"topk": [5, 10], "metric_decimal_place": 8}
     reference = {}
-    for metric in (Recall(config), NDCG(config)):
+    for metric in (Recall(config), NDCG(config), Hit(config), MRR(config), Precision(config), MAP(config)):
         reference.update(metric.calculate_metric({"rec.topk": struct}))
-    for key in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"):
-        assert ours[key] == pytest.approx(reference[key], abs=1e-6)
+    assert set(reference) == {f"{name}@{k}" for name in names for k in (5, 10)}
+    for key, value in reference.items():
+        assert ours[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_group_map_counts_the_groups_hits_over_its_positives():
+    item_group = torch.tensor([0, 0, 0, 1, 1])
+    accumulator = GroupMetricAccumulator(item_group, ["complete", "missing_1"], topk=[4], metrics=["MAP"])
+    # One user ranks 3 > 1 > 4 > 2 and likes items 1, 2 (complete) and 3 (missing_1).
+    accumulator.update(torch.tensor([[float("-inf"), 3.0, 1.0, 4.0, 2.0]]), torch.tensor([0, 0, 0]),
+                       torch.tensor([1, 2, 3]))
+    result = accumulator.result(decimals=8)
+    # complete: hits at ranks 2 and 4, counted among the group's hits: (1/2 + 2/4) / 2. missing_1: rank 1.
+    assert result["complete"]["map@4"] == pytest.approx((1 / 2 + 2 / 4) / 2)
+    assert result["missing_1"]["map@4"] == pytest.approx(1.0)
+
+
+# ----- list metrics -----
+
+def _recbole_list_metrics(top: torch.Tensor, num_items: int, counts: torch.Tensor, tail_ratio: float):
+    """RecBole's own ItemCoverage, GiniIndex, AveragePopularity and TailPercentage of a top-K matrix."""
+    from collections import Counter
+
+    from recbole.evaluator.metrics import AveragePopularity, GiniIndex, ItemCoverage, TailPercentage
+
+    apply_numpy_aliases()
+    config = {"topk": [3, 5], "metric_decimal_place": 8, "tail_ratio": tail_ratio}
+    train_items = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    data = {"rec.items": top, "data.num_items": num_items, "data.count_items": Counter(train_items.tolist())}
+    reference = {}
+    for metric in (ItemCoverage(config), GiniIndex(config), AveragePopularity(config), TailPercentage(config)):
+        reference.update(metric.calculate_metric(data))
+    return reference
+
+
+@pytest.mark.parametrize("tail_ratio", [0.2, 3])
+def test_list_metrics_match_recbole_when_every_item_is_a_candidate(tail_ratio):
+    generator = torch.Generator().manual_seed(5)
+    scores = torch.rand(25, 41, generator=generator)
+    scores[:, 0] = float("-inf")
+    counts = torch.randint(0, 8, (41,), generator=generator)
+    counts[0] = 0
+    accumulator = GroupMetricAccumulator(torch.zeros(41, dtype=torch.long), ["all"], topk=[3, 5],
+                                         metrics=["ItemCoverage", "GiniIndex", "AveragePopularity", "TailPercentage"],
+                                         item_counts=counts, tail_ratio=tail_ratio)
+    accumulator.update(scores[:10], torch.tensor([0]), torch.tensor([1]))
+    accumulator.update(scores[10:], torch.tensor([0]), torch.tensor([2]))
+    ours = accumulator.list_result(decimals=8)
+    # RecBole's item set is every item it counts; the plugin's is the 40 candidates (PAD is never one).
+    reference = _recbole_list_metrics(torch.topk(scores, 5, dim=1).indices, 40, counts, tail_ratio)
+    assert list(ours) == [f"{m}@{k}" for m in ("itemcoverage", "giniindex", "averagepopularity", "tailpercentage")
+                          for k in (3, 5)]
+    for key, value in reference.items():
+        assert ours[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_list_metrics_count_the_candidates_of_the_scope():
+    # Items 1..6; candidates 1..4; items 1, 2 complete (group 0), 3, 4 missing one modality (group 1).
+    item_group = torch.tensor([0, 0, 0, 1, 1, 0, 0])
+    candidates = torch.tensor([False, True, True, True, True, False, False])
+    counts = torch.tensor([0, 5, 0, 1, 2, 9, 9])  # item 2 is new: no training interactions
+    new_items = torch.tensor([False, False, True, False, False, False, False])
+    accumulator = GroupMetricAccumulator(item_group, ["complete", "missing_1"], topk=[2],
+                                         metrics=["Recall", "ItemCoverage", "GiniIndex", "AveragePopularity",
+                                                  "TailPercentage"],
+                                         candidate_items=candidates, item_counts=counts, new_items=new_items,
+                                         tail_ratio=1.5)
+    scores = restrict_to_candidates(torch.tensor([[0.0, 9, 8, 1, 1, 5, 5], [0.0, 9, 1, 8, 1, 5, 5],
+                                                  [0.0, 9, 8, 1, 1, 5, 5]]), candidates)
+    accumulator.update(scores, torch.tensor([0, 1, 2]), torch.tensor([1, 3, 4]))  # top-2: [1,2], [1,3], [1,2]
+    overall = accumulator.list_result(decimals=8)
+    assert overall["itemcoverage@2"] == pytest.approx(3 / 4)  # item 4 is never shown; 5, 6 are no candidates
+    # Shown 3, 2, 1, 0 times: sorted (0, 1, 2, 3), Gini = sum((2i - n - 1) P_i) / (n sum P) = 10 / 24.
+    assert overall["giniindex@2"] == pytest.approx(10 / 24)
+    assert overall["averagepopularity@2"] == pytest.approx((3 * 5 + 1 * 1) / 6)
+    # RecBole's long tail at tail_ratio 1.5: items with 1 training interaction at most, but some: item 3 only.
+    assert overall["tailpercentage@2"] == pytest.approx(1 / 6)
+    assert accumulator.new_item_share(decimals=8) == {"new_item_share@2": pytest.approx(2 / 6),
+                                                      "candidate_share": 0.25}
+    groups = accumulator.result(decimals=8)
+    assert groups["complete"]["itemcoverage@2"] == 1.0 and groups["missing_1"]["itemcoverage@2"] == 0.5
+    assert groups["complete"]["giniindex@2"] == pytest.approx(gini_index(torch.tensor([3.0, 2.0])))
+    assert groups["missing_1"]["giniindex@2"] == pytest.approx(0.5)  # (1, 0): one item takes every slot
+    assert "averagepopularity@2" not in groups["complete"]  # popularity has no group version
+
+
+def test_a_group_never_shown_has_coverage_zero_and_no_gini():
+    accumulator = GroupMetricAccumulator(torch.tensor([0, 0, 1]), ["complete", "missing_1"], topk=[1],
+                                         metrics=["ItemCoverage", "GiniIndex"])
+    accumulator.update(torch.tensor([[float("-inf"), 2.0, 1.0]]), torch.tensor([0, 0]), torch.tensor([1, 2]))
+    result = accumulator.result()
+    assert result["missing_1"]["itemcoverage@1"] == 0.0 and "giniindex@1" not in result["missing_1"]
+
+
+def test_long_tail_is_recboles():
+    counts = torch.tensor([0, 4, 1, 1, 0, 7, 2, 1, 3, 9, 5])
+    # Ratio: the 30% of the 9 items with interactions (2 of them) with the fewest, ties by id: items 2 and 3.
+    assert torch.nonzero(long_tail_items(counts, 0.3)).squeeze(1).tolist() == [2, 3]
+    # Count: items with 1 or 2 interactions; new items (0) are never in the tail.
+    assert torch.nonzero(long_tail_items(counts, 2)).squeeze(1).tolist() == [2, 3, 6, 7]
+    assert long_tail_items(counts, None).sum() == 1  # RecBole's default share, 0.1, and at least one item
+
+
+def test_popularity_metrics_need_the_training_counts():
+    with pytest.raises(ValueError, match="AveragePopularity"):
+        GroupMetricAccumulator(torch.zeros(3, dtype=torch.long), ["all"], topk=[1], metrics=["AveragePopularity"])

@@ -189,3 +189,26 @@ def test_export_command_line_rejects_malformed_overrides_and_validation(override
     with pytest.raises(SystemExit):
         load_export_script().parse_args(["--dataset=toy", "--output=x", override])
     assert override.split("=")[0] in capsys.readouterr().err
+
+
+def test_a_run_holding_warm_pairs_out_refuses_embeddings_trained_without_that_holdout(tmp_path):
+    from recbole.model.general_recommender import BPR
+
+    from recbole_milk.data.dataset import NewItemDataset
+    from recbole_milk.stage_one import export_bpr
+
+    config_dict = write_toy_dataset(tmp_path / "data")
+
+    def dataset_and_folder(name, **overrides):
+        dataset = NewItemDataset(toy_config(config_dict, **overrides))
+        return dataset, str(export_bpr(BPR(dataset.config, dataset), dataset, str(tmp_path / name), {"model": "BPR"}))
+
+    plain, plain_folder = dataset_and_folder("plain")
+    scoped, scoped_folder = dataset_and_folder("scoped", eval_scopes=["new", "warm"])
+    load_cf_embeddings(scoped_folder, scoped)  # the same held-out pairs
+    load_cf_embeddings(scoped_folder, plain)  # trained on fewer interactions than the run may use: nothing leaks
+    with pytest.raises(PretrainedCFError, match="warm holdout.*held-out warm interactions"):
+        load_cf_embeddings(plain_folder, scoped)
+    other, _ = dataset_and_folder("other", eval_scopes=["all"], warm_holdout_ratio=[0.3, 0.3])
+    with pytest.raises(PretrainedCFError, match="warm_holdout_ratio \\[0.3, 0.3\\]"):
+        load_cf_embeddings(scoped_folder, other)

@@ -35,7 +35,9 @@ from recbole_milk.data.roles import (
     ROLE_VALID,
     ROLE_WARM,
 )
+from recbole_milk.data.scopes import scope_masks, warm_holdout_pairs
 from recbole_milk.errors import DataError
+from recbole_milk.options import needs_warm_holdout
 
 COLD_SPLIT = "COLD"
 
@@ -72,6 +74,9 @@ def cache_key(config: Any) -> Dict[str, Any]:
     key = {arg: config[arg] for arg in dataset_arguments + ["seed", "repeatable", "data_path"]}
     key.update({arg: config[arg] for arg in PLUGIN_DATA_OPTIONS})
     key["split"] = (config["eval_args"] or {}).get("split")
+    # Only when a scope holds warm pairs out, so that the default key (and every cache built under it) stays.
+    if needs_warm_holdout(config["eval_scopes"]):
+        key["warm_holdout_ratio"] = list(config["warm_holdout_ratio"])
     files = dict(_plugin_files(config), inter=os.path.join(config["data_path"], f"{config['dataset']}.inter"))
     # Size and modification time catch a regenerated file under the same name.
     key["files"] = {label: (path, os.stat(path).st_size, os.stat(path).st_mtime_ns) if os.path.exists(path) else None
@@ -98,12 +103,15 @@ class NewItemDataset(Dataset):
         imputation_values: per modality the (d_m,) float32 fill value.
         item_role: long (item_num,), ROLE_PAD / ROLE_WARM / ROLE_VALID / ROLE_TEST.
         item_group: long (item_num,), number of missing modalities; item_group_names[k] names group k.
+        warm_holdout: None, or {"valid": keys, "test": keys} of the warm (user, item) pairs held out of training
+            for the warm and all scopes, as sorted user * item_num + item (recbole_milk/data/scopes.py).
     """
 
     def __init__(self, config: Any):
         self._check_inputs(config)
         super().__init__(config)
         self._build_item_content()
+        self.warm_holdout = self._hold_out_warm_pairs()
         self.cache_key = cache_key(config)
 
     # ----- input checks (before any data is read) -----
@@ -255,6 +263,18 @@ class NewItemDataset(Dataset):
                 raise DataError(f"The new-item split ({source}) has no {name} items {tally}: raise cold_item_ratio "
                                 "(and keep cold_valid_share away from 0 and 1), or list them in cold_item_file.")
 
+    def _hold_out_warm_pairs(self) -> Optional[Dict[str, np.ndarray]]:
+        """The warm pairs the warm and all scopes rank, held out of training; None when no scope needs them."""
+        if not needs_warm_holdout(self.config["eval_scopes"]):
+            return None
+        inter = self.inter_feat
+        holdout = warm_holdout_pairs(inter[self.uid_field].to_numpy(), inter[self.iid_field].to_numpy(), self.item_role,
+                                     self.item_num, self.config["warm_holdout_ratio"],
+                                     derived_rng(split_seed(self.config), "warm_holdout"))
+        self.logger.info(set_color("Warm holdout", "blue") + ": " + ", ".join(
+            f"{keys.size} {phase} pairs" for phase, keys in holdout.items()) + " of warm items out of training")
+        return holdout
+
     def export_split(self, path: str) -> None:
         """Write the split in use as {"warm": [tokens], "valid": [...], "test": [...]} (cold_item_file format)."""
         tokens = self._item_tokens()
@@ -331,13 +351,25 @@ class NewItemDataset(Dataset):
         super()._reset_index()
 
     def build(self) -> List[Dataset]:
-        """COLD: train/valid/test hold the interactions of warm/valid/test items. Other splits: RecBole's."""
+        """COLD: train/valid/test hold the interactions of warm (less the warm holdout), valid and test items.
+        Other splits: RecBole's."""
         if split_mode(self.config) != COLD_SPLIT:
             return super().build()
+        train, scopes = self.build_scopes()
+        return [train, *scopes["new"]]
+
+    def build_scopes(self) -> Tuple[Dataset, Dict[str, Tuple[Dataset, Dataset]]]:
+        """COLD split: (train, {scope: (valid, test)}), the interactions of recbole_milk.data.scopes.scope_masks."""
         self._change_feat_format()
         self._drop_unused_col()
-        role = self.item_role[self.inter_feat[self.iid_field]]
-        return [self.copy(self.inter_feat[torch.nonzero(role == r).squeeze(1)]) for r in (ROLE_WARM, ROLE_VALID, ROLE_TEST)]
+        train, parts = scope_masks(self.inter_feat[self.uid_field], self.inter_feat[self.iid_field], self.item_role,
+                                   self.item_num, self.warm_holdout)
+
+        def subset(mask: torch.Tensor) -> Dataset:
+            return self.copy(self.inter_feat[torch.nonzero(mask).squeeze(1)])
+
+        return subset(train), {scope: (subset(parts[scope, "valid"]), subset(parts[scope, "test"]))
+                               for scope in dict.fromkeys(scope for scope, _ in parts)}
 
     def save(self, path: Optional[str] = None) -> None:
         """Pickle this dataset to `path` (default: the cache path) via a temporary file and a rename."""

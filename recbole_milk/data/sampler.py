@@ -59,9 +59,10 @@ class WarmItemSampler(Sampler):
             self._build_alias_table()
 
     def _build_alias_table(self) -> None:
-        """Cumulative popularity**alpha over the pool; counts come from all phases, as in RecBole."""
+        """Cumulative popularity**alpha over the pool. Training counts its own interactions only, so held-out warm
+        interactions never shape its negatives; evaluation counts all phases, as in RecBole."""
         counts = np.zeros(self.item_num, dtype=np.float64)
-        for dataset in self.datasets:
+        for dataset in (self.datasets if self.phase in ("valid", "test") else self.datasets[:1]):
             counts += np.bincount(dataset.inter_feat[self.iid_field].numpy(), minlength=self.item_num)
         weights = counts[self._pool] ** self.alpha
         if weights.sum() <= 0:

@@ -3,8 +3,9 @@ negatives, candidate-restricted evaluation and a dataset cache keyed on every op
 import os
 import pickle
 from logging import getLogger
-from typing import Any, Tuple
+from typing import Any, Dict, Tuple
 
+import torch
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation as recbole_data_preparation
 from recbole.data.utils import get_dataloader
@@ -12,7 +13,13 @@ from recbole.utils import ModelType, set_color
 
 from recbole_milk.atomic import remove_stale_temporaries
 from recbole_milk.data.dataloader import NewItemFullSortEvalDataLoader
-from recbole_milk.data.dataset import NewItemDataset, cache_key, default_cache_path
+from recbole_milk.data.dataset import (
+    COLD_SPLIT,
+    NewItemDataset,
+    cache_key,
+    default_cache_path,
+    split_mode,
+)
 from recbole_milk.data.sampler import WarmItemSampler
 from recbole_milk.errors import DataError
 
@@ -69,13 +76,22 @@ def create_samplers(config: Any, dataset: NewItemDataset, built_datasets: list) 
 
 
 def data_preparation(config: Any, dataset: Any) -> Tuple[Any, Any, Any]:
-    """Split `dataset` and return (train, valid, test) dataloaders.
+    """Split `dataset` and return (train, valid, test) dataloaders; valid and test are those of the first of
+    `eval_scopes`, the scope model selection reads (scoped_data_preparation has the others).
 
     Training keeps RecBole's loader for the model (AE models get UserDataLoader) with negatives from warm items.
-    Full-sort evaluation uses NewItemFullSortEvalDataLoader, which ranks only candidate new items.
+    Full-sort evaluation uses NewItemFullSortEvalDataLoader, which ranks only the scope's candidate items.
     """
     if not isinstance(dataset, NewItemDataset):
         return recbole_data_preparation(config, dataset)
+    train_data, scopes = scoped_data_preparation(config, dataset)
+    return (train_data, *scopes[config["eval_scopes"][0]])
+
+
+def scoped_data_preparation(config: Any, dataset: NewItemDataset) -> Tuple[Any, Dict[str, Tuple[Any, Any]]]:
+    """(train loader, {scope: (valid loader, test loader)}) for every scope of `eval_scopes`, and for new, whose
+    validation loader score calibration fits on. Every loader's dataset carries `train_item_counts`, the training
+    interactions per item that the popularity metrics read."""
     logger = getLogger()
     if config["save_dataloaders"]:
         logger.warning("save_dataloaders is ignored for new-item datasets: the loaders are rebuilt from the (cached) "
@@ -85,16 +101,23 @@ def data_preparation(config: Any, dataset: Any) -> Tuple[Any, Any, Any]:
         # RecBole's collector takes the top max(topk) of all items and would fail with "index k out of range".
         raise DataError(f"Option 'topk' = {config['topk']} asks for top-{largest_k} lists, but {dataset.dataset_name} "
                         f"has only {dataset.item_num - 1} items; use topk values of at most {dataset.item_num - 1}.")
-    built = dataset.build()
-    train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
-    train_data = get_dataloader(config, "train")(config, built[0], train_sampler, shuffle=config["shuffle"])
-    loaders = [train_data]
-    for phase, part, sampler in (("valid", built[1], valid_sampler), ("test", built[2], test_sampler)):
-        if config["eval_args"]["mode"][phase] == "full":
-            loader_class = NewItemFullSortEvalDataLoader
-        else:
-            loader_class = get_dataloader(config, phase)
-        loaders.append(loader_class(config, part, sampler, shuffle=False))
+    if split_mode(config) == COLD_SPLIT:
+        train, parts = dataset.build_scopes()
+    else:
+        train, valid, test = dataset.build()
+        parts = {"new": (valid, test)}
+    counts = torch.bincount(train.inter_feat[dataset.iid_field], minlength=dataset.item_num)
+    for part in (train, *(phase_part for pair in parts.values() for phase_part in pair)):
+        part.train_item_counts = counts
+    # The samplers' used items: every scope's positives of a phase, so that each phase's ranking excludes what
+    # the user did in earlier phases, whichever scope it came from.
+    union = parts.get("all", parts["new"])
+    train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, [train, *union])
+    train_data = get_dataloader(config, "train")(config, train, train_sampler, shuffle=config["shuffle"])
+    loaders = {}
+    for scope in dict.fromkeys(["new", *config["eval_scopes"]]):
+        loaders[scope] = tuple(_eval_loader(config, phase, part, sampler, scope) for phase, part, sampler
+                               in zip(("valid", "test"), parts[scope], (valid_sampler, test_sampler)))
     if config["split_export_file"]:
         dataset.export_split(config["split_export_file"])
         logger.info(set_color("Item split written to", "pink") + f": [{config['split_export_file']}]")
@@ -105,4 +128,10 @@ def data_preparation(config: Any, dataset: Any) -> Tuple[Any, Any, Any]:
                 + set_color(f"[{config['eval_batch_size']}]", "yellow") + set_color(" eval_args", "cyan") + ": "
                 + set_color(f"[{config['eval_args']}]", "yellow") + set_color(" candidate_pool", "cyan") + ": "
                 + set_color(f"[{config['candidate_pool']}]", "yellow"))
-    return tuple(loaders)
+    return train_data, loaders
+
+
+def _eval_loader(config: Any, phase: str, part: Any, sampler: Any, scope: str) -> Any:
+    if config["eval_args"]["mode"][phase] == "full":
+        return NewItemFullSortEvalDataLoader(config, part, sampler, shuffle=False, scope=scope)
+    return get_dataloader(config, phase)(config, part, sampler, shuffle=False)
