@@ -379,3 +379,22 @@ def test_scope_table_averages_seeds_per_model_and_scope():
 def test_scope_runs_refuse_two_stage_models(tmp_path):
     with pytest.raises(SystemExit, match="DropoutNet"):
         scopes.main(["run", "--models=BPR,DropoutNet", f"--scratch={tmp_path}"])
+
+
+# ----- preset selection (benchmarks/selection.py) -----
+
+def _selection(candidate, dataset, valid, exposure, seed=2023):
+    return {"candidate": candidate, "description": candidate, "dataset": dataset, "seed": seed,
+            "valid_ndcg@10": valid, "valid_exposure@20_missing_1": exposure, "test_ndcg@20": 0.0}
+
+
+def test_the_preset_is_the_best_normalised_validation_score_within_the_exposure_band():
+    from benchmarks import selection
+
+    records = [_selection("K2", "a", 0.10, 0.3), _selection("K2", "b", 0.020, 0.9),
+               _selection("K5", "a", 0.12, 1.0), _selection("K5", "b", 0.018, 0.8),   # mean (1.2 + 0.9) / 2
+               _selection("K7", "a", 0.11, 1.0), _selection("K7", "b", 0.021, 0.7),   # mean (1.1 + 1.05) / 2
+               _selection("K8", "a", 0.20, 2.0), _selection("K8", "b", 0.030, 1.0)]   # best, out of the band
+    chosen, verdicts = selection.choose(records)
+    assert chosen == "K7" and verdicts["K7"]["score"] == pytest.approx(1.075)
+    assert not verdicts["K2"]["in_band"] and not verdicts["K8"]["in_band"]

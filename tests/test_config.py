@@ -1,4 +1,5 @@
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -114,3 +115,14 @@ def test_an_unknown_preset_names_the_ones_there_are(tmp_path, monkeypatch):
     _properties_with_preset(tmp_path, monkeypatch)
     with pytest.raises(ConfigError, match="'preset' = 'fast'.*trial"):
         Config(model="MILK", config_dict={**write_toy_dataset(tmp_path / "data"), "preset": "fast"})
+
+
+def test_the_recommended_preset_is_package_data_and_equals_its_file(tmp_path):
+    base = write_toy_dataset(tmp_path / "data")
+    by_name = Config(model="MILK", config_dict={**base, "preset": "recommended"})
+    recommended = yaml.safe_load((properties_dir() / "recommended" / "MILK.yaml").read_text())
+    assert recommended and all(by_name[key] == value for key, value in recommended.items())
+    repository_file = Path(__file__).resolve().parents[1] / "properties" / "recommended" / "MILK.yaml"
+    by_file = Config(model="MILK", config_file_list=[str(repository_file)], config_dict=base)
+    assert all(by_file[key] == by_name[key] for key in recommended)
+    assert by_name["invariance_weight"] == Config(model="MILK", config_dict=base)["invariance_weight"]
