@@ -1,7 +1,7 @@
 """The results file: one JSON line per finished run, appended durably, read back without duplicates.
 
-Each line holds the cell's key fields (dataset, experiment, variant, setting, seed). A line is written whole, flushed and
-fsynced before the runner moves on, so a kill loses at most the run in progress. Reading keeps the first line of
+Each line holds the cell's key fields (dataset, experiment, variant, setting, seed). A line is written whole, flushed
+and fsynced before the runner moves on, so a kill loses at most the run in progress. Reading keeps the first line of
 each key and skips a torn last line, so a run that finished twice (two runners, a retried append) counts once.
 """
 import contextlib

@@ -269,8 +269,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--config_files", default=None, help="space-separated yaml files for every cell")
     parser.add_argument("--cold_item_file", default=None, help="fixed new-item split for every cell")
     parser.add_argument("--missing_file", default=None, help="fixed masks for the FTMT/MTMT cells")
-    parser.add_argument("--results", default=None, help="results .jsonl (default benchmarks/out/<profile>/results.jsonl); "
-                                                        "report: several, comma-separated")
+    parser.add_argument("--results", default=None, help="results .jsonl (default benchmarks/out/<profile>/"
+                                                        "results.jsonl); report: several, comma-separated")
     parser.add_argument("--scratch", default=None, help="per-cell logs and synthetic datasets (default benchmarks/out/<profile>)")
     parser.add_argument("--out", default=None, help="report folder (default: the results file's folder)")
     parser.add_argument("--readme", default=None, help="report: also write the results into this README's benchmark "

@@ -75,7 +75,8 @@ class SyntheticSpec:
             problems.append(f"--interactions {self.interactions} is more than half of users x items")
         if not 1 <= count <= len(MODALITY_NAMES) or len(self.noise) != count or len(self.missing_rates) != count:
             problems.append(f"--dims, --noise and --missing_rates need one entry per modality (1 to "
-                            f"{len(MODALITY_NAMES)}); got {len(self.dims)}, {len(self.noise)}, {len(self.missing_rates)}")
+                            f"{len(MODALITY_NAMES)}); got {len(self.dims)}, {len(self.noise)}, "
+                            f"{len(self.missing_rates)}")
         if any(d < 1 for d in self.dims) or any(n < 0 for n in self.noise) or self.factors < 1:
             problems.append("--dims and --factors must be positive and --noise non-negative")
         if any(not 0 <= r < 1 for r in self.missing_rates):

@@ -51,7 +51,8 @@ def _standardising_moments(model: Any, generator: torch.Generator) -> Tuple[torc
     for pattern in range(count - 1):  # the last pattern misses every modality
         available = _pattern_availability(pattern, model.num_modalities).to(device)
         content = model.item_content(warm)
-        rows = [part if available[m] else fill.expand_as(part) for m, (part, fill) in enumerate(zip(content.rows, fills))]
+        rows = [part if available[m] else fill.expand_as(part)
+                for m, (part, fill) in enumerate(zip(content.rows, fills))]
         hidden = ItemContent(rows, content.availability & available.unsqueeze(0))
         scores = user_r @ model.represent_items(hidden).t()
         means[pattern] = scores.mean().double().item()

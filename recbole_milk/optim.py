@@ -50,6 +50,7 @@ class DenseSparseAdam:
         states = state.get("optimizers") if isinstance(state, dict) else None
         if states is None or len(states) != len(self.optimizers):
             raise ConfigError("Option 'resume_from': the checkpoint's optimizer state does not come from the same "
-                              "dense/sparse optimizer; resume with the sparse_user_gradients setting it was trained with.")
+                              "dense/sparse optimizer; resume with the sparse_user_gradients setting it was trained "
+                              "with.")
         for optimizer, optimizer_state in zip(self.optimizers, states):
             optimizer.load_state_dict(optimizer_state)

@@ -19,8 +19,9 @@ from recbole_milk.options import HIDDEN_SIZES, NON_NEGATIVE, RATIO, positive_int
 class DropoutNet(TwoStageRecommender):
     r"""DropoutNet: f_U(U_u)^T f_V([V_v; x_v]) regressed onto the pre-trained score U_u^T V_v.
 
-    U, V: frozen pre-trained warm CF embeddings (TwoStageRecommender: buffers, never trained). x_v: the M modalities concatenated (each imputed, L2-normalised if
-    normalize_features). f_U and f_V: MLPs with hidden layers `hidden_sizes` and output `embedding_size`.
+    U, V: frozen pre-trained warm CF embeddings (TwoStageRecommender: buffers, never trained). x_v: the M modalities
+    concatenated (each imputed, L2-normalised if normalize_features). f_U and f_V: MLPs with hidden layers
+    `hidden_sizes` and output `embedding_size`.
 
     Training: for every (user, positive, warm negative) triple both pairs (u, pos) and (u, neg) are regression
     targets, loss = mean squared error to U_u^T V_v. Each distinct item of a batch has its preference input V_v set

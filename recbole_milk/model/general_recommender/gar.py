@@ -28,9 +28,10 @@ def frozen(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 class GAR(TwoStageRecommender):
     r"""GAR: generator G(x_i) against recommender R(u, e) = <f_U(U_u), f_I(e)>.
 
-    U, V: frozen pre-trained warm CF embeddings (TwoStageRecommender). x_i: the M modalities concatenated (each imputed, L2-normalised if normalize_features).
-    G: MLP with hidden layers `generator_hidden_sizes` to the CF size. f_U, f_I: MLPs with hidden layers
-    `hidden_sizes` to `embedding_size`. Score: R(u, V_i) for warm items, R(u, G(x_i)) for every other item.
+    U, V: frozen pre-trained warm CF embeddings (TwoStageRecommender). x_i: the M modalities concatenated (each
+    imputed, L2-normalised if normalize_features). G: MLP with hidden layers `generator_hidden_sizes` to the CF
+    size. f_U, f_I: MLPs with hidden layers `hidden_sizes` to `embedding_size`. Score: R(u, V_i) for warm items,
+    R(u, G(x_i)) for every other item.
 
     Losses on (user u, positive i, warm negative j), w = `generated_negative_weight`, s = `similarity_weight`:
       recommender  L_R = -log sigmoid(R(u, V_i) - (1 - w) R(u, V_j) - w R(u, G(x_i)))

@@ -49,8 +49,8 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
 class GoRec(TwoStageRecommender):
     r"""GoRec: a CVAE over pre-trained warm CF item embeddings V, conditioned on content.
 
-    U, V: frozen pre-trained warm CF embeddings (TwoStageRecommender). c_i: the M modalities concatenated, each imputed and L2-normalised (if
-    normalize_features) by the same code in training, evaluation and serving.
+    U, V: frozen pre-trained warm CF embeddings (TwoStageRecommender). c_i: the M modalities concatenated, each
+    imputed and L2-normalised (if normalize_features) by the same code in training, evaluation and serving.
 
       posterior   q(z | v, c):  h = tanh(W [c; v]) (`hidden_size`), mu, logvar = affine(h)   (`latent_size`)
       prior       p(z | c):     mu_c, logvar_c = affine(c)

@@ -20,13 +20,14 @@ from recbole_milk.options import HIDDEN_SIZES, NON_NEGATIVE, RATIO, positive_int
 class Heater(TwoStageRecommender):
     r"""Heater: content-to-CF alignment by a mixture of experts, randomized training, shared transformations.
 
-    psi_v = MoE(x_v) (x_v: the M modalities concatenated, each imputed, L2-normalised if normalize_features),
-    in the space of the frozen pre-trained warm CF embeddings U, V (TwoStageRecommender). Item input: V_v for a warm item, psi_v for every other item; in training a warm item's
-    V_v is replaced by psi_v with probability `random_replace_rate` (randomized training). Representations:
-    item g_V(input), user g_U(U_u), MLPs with hidden layers `hidden_sizes` to `embedding_size`; score: their inner
-    product. Loss: mean squared error of the score to the pre-trained score U_u^T V_v over the batch's (u, pos)
-    and (u, neg) pairs + `align_weight` * batch mean of ||psi_v - V_v||^2 over its distinct warm items (the
-    paper's similarity constraint) + `reg_weight` * batch mean of the squared representation norms.
+    psi_v = MoE(x_v) (x_v: the M modalities concatenated, each imputed, L2-normalised if normalize_features), in the
+    space of the frozen pre-trained warm CF embeddings U, V (TwoStageRecommender). Item input: V_v for a warm item,
+    psi_v for every other item; in training a warm item's V_v is replaced by psi_v with probability
+    `random_replace_rate` (randomized training). Representations: item g_V(input), user g_U(U_u), MLPs with hidden
+    layers `hidden_sizes` to `embedding_size`; score: their inner product. Loss: mean squared error of the score to
+    the pre-trained score U_u^T V_v over the batch's (u, pos) and (u, neg) pairs + `align_weight` * batch mean of
+    ||psi_v - V_v||^2 over its distinct warm items (the paper's similarity constraint) + `reg_weight` * batch mean
+    of the squared representation norms.
 
     Deviations from the paper:
       - Users have no content here: no user mixture of experts and no user randomized training (the new-item

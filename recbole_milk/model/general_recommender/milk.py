@@ -7,8 +7,9 @@ whose mean and variance are penalised (CEIM). See milk-spec.md section 2.
 
 Options of ours, beyond the paper (all off by default): MLP extractors (`extractor_hidden_sizes`), a learned
 embedding or a cross-modal prediction for a missing modality (`missing_modality`), fusion over the available
-modalities or with learned weights (`fusion`), lazy Adam on the user table (`sparse_user_gradients`), and, from the content base,
-missing-aware training (`modality_dropout`) and per-pattern score calibration (`score_calibration`).
+modalities or with learned weights (`fusion`), lazy Adam on the user table (`sparse_user_gradients`), and, from
+the content base, missing-aware training (`modality_dropout`) and per-pattern score calibration
+(`score_calibration`). properties/recommended/MILK.yaml combines them (--preset=recommended).
 """
 import math
 from typing import Any, Dict, Optional
