@@ -9,7 +9,6 @@ afterwards, so stage 2 trains exactly as it would from the same folder given as 
 import copy
 import hashlib
 import json
-import os
 from logging import getLogger
 from pathlib import Path
 from typing import Any, Dict
@@ -74,5 +73,4 @@ def ensure_stage_one(config: Any, train_data: Any) -> str:
     restore_random_state(state, None)
     train_data.generator.set_state(state["train_loader"])
     trainer.tensorboard.close()
-    os.makedirs(folder, exist_ok=True)
     return str(folder)
