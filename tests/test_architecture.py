@@ -75,3 +75,15 @@ def test_no_import_cycle():
     for module in sorted(graph):
         if state.get(module) is None:
             visit(module, [module])
+
+
+def test_every_subpackage_is_listed_in_setup_cfg():
+    # setup.cfg names its packages explicitly; a subpackage missing there works in an editable install and is
+    # absent from a regular one, which is how CI installs.
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(PACKAGE.parent / "setup.cfg")
+    listed = set(parser["options"]["packages"].split())
+    present = {module_name(path) for path in PACKAGE.rglob("__init__.py")}
+    assert present - listed == set(), "add these to [options] packages in setup.cfg"
