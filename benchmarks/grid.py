@@ -136,10 +136,11 @@ FULL = Profile(
     base={},
     # Ordered by importance: a partial grid still answers the first questions, and seeds are interleaved.
     blocks=[
-        Block("main", MAIN, ["FTMT", "MTMT", "FTFT"]),
+        Block("main", MAIN, ["FTMT", "MTMT"]),
         BASELINE_BLOCK,
-        OPTIONS_BLOCK,
+        Block("robustness", MAIN, ["FTFT"]),
         Block("ablations", ABLATIONS + ["MILK mean reduction"], ["FTMT", "FTFT"]),
+        OPTIONS_BLOCK,
         Block("curve", ["MILK", "MILK recommended", "w/o both"], [ratio_setting(r) for r in CURVE_RATIOS[1:]],
               seeds=BASELINE_SEEDS),
         Block("imputation", ["MILK zero-imputed"], ["FTMT", "MTMT"]),
