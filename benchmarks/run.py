@@ -198,6 +198,9 @@ def command_run(args: argparse.Namespace) -> int:
     profile = grid.PROFILES[args.profile]
     blocks = args.blocks.split(",") if args.blocks else None
     cells = grid.expand(profile, blocks, args.dataset)
+    if args.seeds:
+        # A budgeted first pass (say three seeds of every block) that a later run without --seeds completes.
+        cells = [cell for cell in cells if cell.seed in args.seeds]
     done = done_keys(args.results)
     todo = [cell for cell in cells if cell.key not in done]
     print(f"{args.profile} profile on {args.dataset}: {len(cells)} cells, {len(cells) - len(todo)} already in "
@@ -276,6 +279,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--readme", default=None, help="report: also write the results into this README's benchmark "
                                                        "block (between its marker lines)")
     parser.add_argument("--blocks", default=None, help="comma-separated blocks of the profile to run (default all)")
+    parser.add_argument("--seeds", type=lambda text: [int(seed) for seed in text.split(",")], default=None,
+                        help="comma-separated seeds: run only the cells of these seeds (default every seed)")
     parser.add_argument("--cell_timeout", type=float, default=None, help="seconds before a cell is killed")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell (default 1)")
     parser.add_argument("--dry_run", action="store_true", help="list the cells that would run")

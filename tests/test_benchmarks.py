@@ -147,6 +147,22 @@ def test_killed_grid_resumes_without_losing_or_repeating_runs(tmp_path, monkeypa
     assert len(calls) == len(expected)
 
 
+def test_seeds_option_runs_only_those_seeds_and_a_later_full_run_adds_the_rest(tmp_path, monkeypatch):
+    ran = []
+
+    def fake_run_one(cell, args):
+        ran.append(cell.seed)
+        return _record(cell.variant, cell.setting, cell.seed, experiment=cell.experiment, dataset=cell.dataset)
+
+    monkeypatch.setattr(run, "run_one", fake_run_one)
+    results = str(tmp_path / "results.jsonl")
+    argv = ["run", "--profile=full", "--blocks=main", f"--results={results}", f"--scratch={tmp_path}", "--no_report"]
+    run.command_run(run.parse_args(argv + ["--seeds=2023,2025"]))
+    assert set(ran) == {2023, 2025} and len(ran) == 2 * len(grid.MAIN) * 2
+    run.command_run(run.parse_args(argv))
+    assert sorted(set(ran[16:])) == [2024, 2026, 2027] and len(ran) == len(grid.expand(grid.FULL, ["main"]))
+
+
 def test_a_cell_recorded_meanwhile_by_another_runner_is_skipped(tmp_path, monkeypatch):
     results = str(tmp_path / "results.jsonl")
     cells = grid.expand(grid.QUICK)
