@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import grid, report, run, scaling, scopes, tables  # noqa: E402
-from benchmarks.cell import evaluation_seconds, training_interactions  # noqa: E402
+from benchmarks.cell import evaluation_seconds, run_cell, training_interactions  # noqa: E402
 from benchmarks.results import append_result, read_results  # noqa: E402
 
 
@@ -415,3 +415,18 @@ def test_the_preset_is_the_best_normalised_validation_score_within_the_exposure_
     chosen, verdicts = selection.choose(records)
     assert chosen == "K7" and verdicts["K7"]["score"] == pytest.approx(1.075)
     assert not verdicts["K2"]["in_band"] and not verdicts["K8"]["in_band"]
+
+
+def test_a_cell_records_every_figure_of_the_run_but_not_its_config_or_paths(tmp_path, monkeypatch):
+    import recbole_milk.quick_start as quick_start
+
+    (tmp_path / "toy.inter").write_text("user_id:token\titem_id:token\n1\t1\n")
+    result = {"model": "MILK", "dataset": "toy", "test_result": {"ndcg@20": 0.5},
+              "test_exposure_by_group": {"missing_1": {"exposure@20": 0.8}}, "epochs_trained": 3,
+              "train_seconds_per_epoch": 0.1, "saved_model_file": "/scratch/m.pth", "artifact_file": "/scratch/a",
+              "config": {"log_dir": str(tmp_path), "data_path": str(tmp_path), "dataset": "toy"}}
+    monkeypatch.setattr(quick_start, "run_recbole_milk", lambda **kwargs: result)
+    record = run_cell({"model": "MILK", "dataset": "toy", "config_dict": {}})
+    assert record["test_exposure_by_group"] == {"missing_1": {"exposure@20": 0.8}}
+    assert record["test_result"] == {"ndcg@20": 0.5} and record["epochs_trained"] == 3
+    assert not {"config", "saved_model_file", "artifact_file", "model", "dataset"} & set(record)
