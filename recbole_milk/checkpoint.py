@@ -24,7 +24,8 @@ def plain(value: Any) -> Any:
 
 def plain_config(config: Any) -> Dict[str, Any]:
     """{model, dataset, given: the options the run was given (with resolved ones), final: every final option}."""
-    given = dict(config.external_config_dict)
+    # local_rank marks a process of a multi-process run: a Config rebuilt from the checkpoint is a one-process one.
+    given = {key: value for key, value in config.external_config_dict.items() if key != "local_rank"}
     given.update({key: config[key] for key in RESOLVED_OPTIONS if config[key] is not None})
     return {"model": config["model"], "dataset": config["dataset"], "given": plain(given),
             "final": plain(config.final_config_dict)}

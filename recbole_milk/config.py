@@ -5,9 +5,10 @@ from typing import Any, List, Optional
 
 from recbole.config import Config as RecBoleConfig
 
+from recbole_milk import distributed
 from recbole_milk.compat import apply_numpy_aliases
 from recbole_milk.errors import ConfigError
-from recbole_milk.options import validate_options
+from recbole_milk.options import process_count, validate_options
 from recbole_milk.utils import get_model
 
 PLUGIN_CATEGORY = "recbole-milk"
@@ -108,6 +109,36 @@ class Config(RecBoleConfig):
                               f"{offered or 'none (no preset covers this model)'}, or ~. A preset is a folder of "
                               f"yaml files in {root}.")
         return [path for path in files if path.is_file()]
+
+    def _init_device(self):
+        """RecBole's device set-up; in a process of a multi-process run (the launcher gives it `local_rank`, RecBole's
+        convention) the process joins the run's process group on its own device, with gloo or nccl.
+
+        `single_spec` stays True there, which keeps RecBole's own DistributedDataParallel path off: the plugin shares
+        out batches, averages gradients and gathers evaluation itself (recbole_milk.distributed)."""
+        options = self.final_config_dict
+        if "local_rank" not in options:
+            super()._init_device()
+            return
+        gpu_id = ",".join(map(str, options["gpu_id"])) if isinstance(options["gpu_id"], tuple) \
+            else str(options["gpu_id"])
+        options["gpu_id"] = gpu_id
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
+        import torch
+
+        local_rank = int(options["local_rank"])
+        cuda = len(gpu_id) > 0 and torch.cuda.is_available()
+        device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+        if cuda:
+            torch.cuda.set_device(device)
+        size = process_count(options)
+        backend = distributed.resolve_backend(options.get("ddp_backend") or "auto", device)
+        distributed.init_process_group(backend, local_rank + int(options.get("offset") or 0), size,
+                                       str(options.get("ip") or "localhost"), int(options["port"]),
+                                       float(options.get("ddp_timeout") or 1800))
+        options.update(device=device, single_spec=True, world_size=size, ddp_backend=backend)
+        if not distributed.is_writer():  # one process talks: the others log errors only
+            options.update(state="error", show_progress=False)
 
     def _set_default_parameters(self):
         if self.dataset in EMBEDDED_DATASETS and "data_path" not in self.external_config_dict:

@@ -1,7 +1,7 @@
 """Ranking helpers for new-item evaluation: candidate masking, random tie-breaking, per-group metrics, exposure,
 and RecBole's metrics of the top-K lists (ItemCoverage, AveragePopularity, GiniIndex, TailPercentage) over the
 candidates of a scope."""
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -29,10 +29,21 @@ def break_ties_at_random(scores: torch.Tensor, generator: torch.Generator) -> to
     """
     scores32 = scores.float()
     gap = torch.nextafter(scores32, torch.tensor(float("inf"), device=scores32.device)) - scores32
-    noise = torch.rand(scores32.shape, generator=generator, dtype=torch.float64).to(scores32.device)
+    # A generator on the scores' device (the trainer's choice on CUDA) draws there: no copy of the noise per batch.
+    noise = _tie_noise(scores32.shape, generator).to(scores32.device)
     # In float64, so that the jitter of a score near 0 (gap about 1e-45) does not underflow to 0.
     jitter = torch.where(torch.isfinite(scores32), 0.5 * noise * gap.double(), torch.zeros_like(noise))
     return scores32.double() + jitter
+
+
+def skip_tie_noise(rows: int, n_items: int, generator: torch.Generator) -> None:
+    """Advance `generator` past the noise break_ties_at_random draws for a (rows, n_items) batch, as a process of a
+    multi-process evaluation does for the batches another process scores."""
+    _tie_noise((rows, n_items), generator)
+
+
+def _tie_noise(shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(tuple(shape), generator=generator, dtype=torch.float64, device=generator.device)
 
 
 def long_tail_items(item_counts: torch.Tensor, tail_ratio: Optional[float]) -> torch.Tensor:
@@ -101,14 +112,25 @@ class GroupMetricAccumulator:
         # How many evaluated users have each item in their top K, per K: every list metric and exposure reads it.
         self.shown = torch.zeros(len(self.topk), len(self.item_group), dtype=torch.float64)
         self.evaluated = 0
+        # Batches kept by record() for a multi-process evaluation, to be added on every process in batch order.
+        self.recorded: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = []
+
+    def top_items(self, scores: torch.Tensor) -> torch.Tensor:
+        """The top max(topk) items of each row of `scores`, on the CPU. On a GPU only these indices leave it."""
+        return torch.topk(scores, min(self.topk[-1], scores.shape[1]), dim=1).indices.cpu()
 
     def update(self, scores: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor) -> None:
         """Add one batch: scores (users x items), and the (row, item) pairs of the batch's positives."""
-        scores = scores.cpu()
-        n_users, n_items = scores.shape
-        max_k = min(self.topk[-1], n_items)
-        top_items = torch.topk(scores, max_k, dim=1).indices
-        positive = torch.zeros(scores.shape, dtype=torch.bool)
+        self.add(self.top_items(scores), positive_u, positive_i, scores.shape[1])
+
+    def record(self, scores: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor) -> None:
+        """Keep one batch's top items and positives in `recorded` instead of adding them."""
+        self.recorded.append((self.top_items(scores), positive_u.cpu(), positive_i.cpu(), scores.shape[1]))
+
+    def add(self, top_items: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor, n_items: int) -> None:
+        """Add one batch from its top items (users x max K, best first) and its positives (row, item)."""
+        n_users, max_k = top_items.shape
+        positive = torch.zeros((n_users, n_items), dtype=torch.bool)
         positive[positive_u.cpu(), positive_i.cpu()] = True
         hits = positive.gather(1, top_items)
         ranks = torch.arange(1, max_k + 1, dtype=torch.float64)

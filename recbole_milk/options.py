@@ -8,6 +8,9 @@ import math
 import os
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
+import torch
+from recbole.utils import ModelType
+
 from recbole_milk.errors import ConfigError
 
 Rule = Tuple[Callable[[Any], bool], str]
@@ -44,6 +47,10 @@ def positive_int() -> Rule:
 def optional(rule: Rule) -> Rule:
     check, allowed = rule
     return (lambda value: value is None or check(value)), allowed + " (or ~ for the default)"
+
+
+def non_negative_int() -> Rule:
+    return (lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 0), "an integer >= 0"
 
 
 def existing_folder_or_none() -> Rule:
@@ -85,7 +92,51 @@ COMMON_RULES: OptionRules = {
     "train_missing_ratio": optional(RATIO),
     "imputation": one_of("mean", "zero"),
     "epochs": positive_int(),
+    "nproc": positive_int(),
+    "world_size": ((lambda value: isinstance(value, int) and not isinstance(value, bool) and (value == -1 or value > 0)),
+                   "-1 (the same as nproc) or an integer > 0"),
+    "offset": non_negative_int(),
+    "ip": ((lambda value: isinstance(value, str) and bool(value)), "a host name or address"),
+    "port": optional(((lambda value: isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536),
+                      "a TCP port number")),
+    "ddp_backend": one_of("auto", "gloo", "nccl"),
+    "ddp_timeout": positive_int(),
 }
+
+
+def process_count(config: Dict[str, Any]) -> int:
+    """The number of processes of the run on all machines (`world_size`, or `nproc` when it is -1)."""
+    nproc, size = config.get("nproc") or 1, config.get("world_size", -1)
+    return nproc if size in (None, -1) else size
+
+
+def _check_processes(config: Dict[str, Any]) -> None:
+    size, nproc, offset = process_count(config), config.get("nproc") or 1, config.get("offset") or 0
+    if offset + nproc > size:
+        raise ConfigError(f"Options 'nproc' = {nproc}, 'offset' = {offset} and 'world_size' = {size} do not fit: this "
+                          "machine's processes get the global ranks offset .. offset + nproc - 1, which must be below "
+                          "world_size; lower nproc or offset, or raise world_size.")
+    if size == 1:
+        return
+    owner = f"with world_size {size} (nproc {nproc})"
+    if config.get("MODEL_TYPE") not in (ModelType.GENERAL, ModelType.TRADITIONAL):
+        raise ConfigError(f"Option 'nproc' > 1 is invalid for model {config.get('model')} ({config.get('MODEL_TYPE')}):"
+                          " several processes train general recommenders only (MILK, the plugin's baselines and "
+                          "RecBole's general models); set nproc: 1.")
+    cuda = getattr(config.get("device"), "type", None) == "cuda"
+    if config.get("ddp_backend") == "nccl" and not cuda:
+        raise ConfigError(f"Option 'ddp_backend' = 'nccl' is invalid {owner}: nccl needs CUDA devices and this run is "
+                          "on the CPU (no GPU visible, or gpu_id is empty); use ddp_backend: gloo or auto.")
+    if cuda and torch.cuda.device_count() < nproc:
+        raise ConfigError(f"Option 'nproc' = {nproc} needs {nproc} GPUs on this machine (one per process), but "
+                          f"{torch.cuda.device_count()} are visible with gpu_id = {config.get('gpu_id')!r}; list "
+                          f"{nproc} GPUs in gpu_id, e.g. --gpu_id=0,1, or lower nproc.")
+    if size > nproc and config.get("port") is None:
+        raise ConfigError(f"Option 'port' = ~ is invalid {owner}: a run over several machines needs the same fixed "
+                          "port on every machine (with ip, the address of the machine of rank 0); set port.")
+    if config.get("enable_scaler"):
+        raise ConfigError(f"Option 'enable_scaler' = True is invalid {owner}: the gradient scaler may skip a step in "
+                          "one process and not in another; set enable_scaler: False.")
 
 
 def _check_resume(config: Dict[str, Any]) -> None:
@@ -196,6 +247,7 @@ def _check_list_metrics(config: Dict[str, Any]) -> None:
 def validate_options(config: Dict[str, Any], model_class: Any = None) -> None:
     """Raise ConfigError for the first invalid plugin option in `config`."""
     _check(config, COMMON_RULES, "")
+    _check_processes(config)
     _check_scopes(config)
     _check_list_metrics(config)
     _check_probabilities(config)

@@ -1,22 +1,29 @@
 """Run, tune and reload models on the plugin's new-item pipeline (the plugin's counterpart of recbole.quick_start)."""
 import logging
+import os
 from logging import getLogger
 from typing import Any, Dict, List, Optional, Tuple
 
+import torch
 from recbole.utils import init_seed
 
+from recbole_milk import distributed
 from recbole_milk.calibration import fit_calibration
 from recbole_milk.checkpoint import load_checkpoint, plain
 from recbole_milk.compat import apply_numpy_aliases
 from recbole_milk.config import Config
 from recbole_milk.data.dataset import NewItemDataset
 from recbole_milk.data.utils import create_dataset, data_preparation, scoped_data_preparation
+from recbole_milk.errors import ConfigError
 from recbole_milk.inference import artifact_path_for, write_artifact
+from recbole_milk.launch import free_port, run_processes
 from recbole_milk.logger import init_logger
 from recbole_milk.model.abstract_recommender import (
     ContentRecommender,
     TwoStageRecommender,
 )
+from recbole_milk.options import process_count
+from recbole_milk.parallel_trainer import shared_checkpoint
 from recbole_milk.pretrained import attach_pretrained_cf
 from recbole_milk.stage_one import ensure_stage_one
 from recbole_milk.trainer import get_trainer
@@ -39,7 +46,8 @@ def _calibrate(trainer: Any, model: Any, valid_data: Any, new_valid_data: Any, c
     if not (isinstance(model, ContentRecommender) and model.calibrated):
         return None
     if saved:
-        model.load_state_dict(load_checkpoint(trainer.saved_model_file, trainer.device)["state_dict"])
+        best = shared_checkpoint(lambda device: load_checkpoint(trainer.saved_model_file, device), trainer.device)
+        model.load_state_dict(best["state_dict"])
     show = config["show_progress"]
     before = _plain_metrics(trainer.evaluate(valid_data, load_best_model=False, show_progress=show))
     summary = fit_calibration(model, new_valid_data, config)
@@ -79,7 +87,8 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
     valid_data, test_data = loaders[scopes[0]]
     prepare_model_inputs(config, train_data)
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    # Each process its own streams (negatives, dropout); the model starts from rank 0's weights anyway.
+    init_seed(config["seed"] + distributed.rank(), config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
@@ -102,7 +111,7 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
         test[scope] = _evaluate(trainer, loaders[scope][1], saved, config)
     first = test[scopes[0]]
     artifact_file = None
-    if saved and getattr(model, "servable", False):
+    if saved and getattr(model, "servable", False) and distributed.is_writer():
         artifact_file = write_artifact(model, train_data._dataset, config, artifact_path_for(trainer.saved_model_file))
         logger.info(f"Serving artefact written to {artifact_file}")
     logger.info(f"best valid : {best_valid_result}")
@@ -135,6 +144,8 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
         "train_seconds_per_epoch": sum(trainer.epoch_seconds) / epochs if epochs else 0.0,
         "saved_model_file": trainer.saved_model_file if saved else None,
         "artifact_file": artifact_file,
+        "world_size": distributed.world_size(),
+        "backend": distributed.backend(),
         "config": plain(config.final_config_dict),
     }
 
@@ -144,10 +155,39 @@ def run_recbole_milk(model: Any = "MILK", dataset: str = "ml-100k-mm", config_fi
     """Train `model` on `dataset` under the new-item protocol and evaluate it; return the run's result dict."""
     apply_numpy_aliases()
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    if _launches(config):
+        return _launch(model, dataset, config_file_list, config_dict, saved, config)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    getLogger().info(config)
+    logger = getLogger()
+    logger.info(config)
+    if distributed.is_distributed():
+        logger.info(f"Multi-process run: world size {distributed.world_size()}, backend {distributed.backend()}, "
+                    f"this process rank {distributed.rank()} on {config['device']}")
     return _train_and_test(config, saved)
+
+
+def _launches(config: Config) -> bool:
+    """True in the process the user started for a run of several processes: it starts them, it does not train."""
+    return process_count(config.final_config_dict) > 1 and "local_rank" not in config.external_config_dict
+
+
+def _launch(model: Any, dataset: str, config_file_list: Optional[List[str]], config_dict: Optional[dict],
+            saved: bool, config: Config) -> Dict[str, Any]:
+    """Run the training in `nproc` processes on this machine (the options were checked by `config`); rank 0's
+    result, or None on a machine without rank 0."""
+    port = config["port"] if config["port"] is not None else free_port(config["ip"])
+    options = dict(config_dict or {}, world_size=process_count(config.final_config_dict), port=port)
+    threads = None if "OMP_NUM_THREADS" in os.environ else max(1, (os.cpu_count() or 1) // config["nproc"])
+    return run_processes(_run_rank, config["nproc"], (model, dataset, config_file_list, options, saved, threads))
+
+
+def _run_rank(local_rank: int, model: Any, dataset: str, config_file_list: Optional[List[str]], config_dict: dict,
+              saved: bool, threads: Optional[int]) -> Dict[str, Any]:
+    """One process of a multi-process run (recbole_milk.launch runs it)."""
+    if threads is not None:  # the processes share the machine's cores instead of each taking all of them
+        torch.set_num_threads(threads)
+    return run_recbole_milk(model, dataset, config_file_list, dict(config_dict, local_rank=local_rank), saved)
 
 
 def objective_function(config_dict: Optional[dict] = None, config_file_list: Optional[List[str]] = None,
@@ -155,6 +195,10 @@ def objective_function(config_dict: Optional[dict] = None, config_file_list: Opt
     """Objective for recbole.trainer.HyperTuning: one quiet run, returning the five keys it reads."""
     apply_numpy_aliases()
     config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    if process_count(config.final_config_dict) > 1:
+        raise ConfigError(f"Option 'nproc' = {config['nproc']} (world_size {config['world_size']}) is invalid for "
+                          "tuning: each trial is one process; run trials in parallel with run_hyper.py --tool=Ray, "
+                          "or set nproc: 1.")
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logging.getLogger().setLevel(logging.ERROR)

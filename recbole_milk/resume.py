@@ -10,11 +10,12 @@ import hashlib
 import json
 import os
 import random
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
+from recbole_milk import distributed
 from recbole_milk.checkpoint import load_checkpoint
 from recbole_milk.errors import ConfigError
 
@@ -23,7 +24,7 @@ RESUME_LATEST = "latest"
 RUN_LOCAL_OPTIONS = frozenset({
     "resume_from", "checkpoint_dir", "log_dir", "tensorboard_dir", "show_progress", "state", "save_dataset",
     "dataset_save_path", "save_dataloaders", "dataloaders_save_path", "split_export_file", "log_wandb",
-    "wandb_project", "gpu_id", "use_gpu", "device",
+    "wandb_project", "gpu_id", "use_gpu", "device", "local_rank", "ip", "port", "offset", "ddp_backend", "ddp_timeout",
 })
 
 
@@ -96,17 +97,32 @@ def restore_random_state(state: Dict[str, Any], model: Any) -> None:
         model.load_random_state(state["model"])
 
 
-def resume_section(config: Any, best_model_file: str, stopped: bool, epoch_seconds: list, model: Any,
-                   train_data: Any) -> Dict[str, Any]:
-    """The part of a resume point that a best-model checkpoint lacks."""
-    return {
+def resume_section(config: Any, best_model_file: str, stopped: bool, epoch_seconds: list,
+                   random_states: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The part of a resume point that a best-model checkpoint lacks. `random_states`: capture_random_state of
+    every process of the run, in rank order (one for a one-process run)."""
+    section = {
         "fingerprint": run_fingerprint(config),
         # By name: the best checkpoint sits beside the resume point, wherever the folder is moved.
         "best_model_file": os.path.basename(best_model_file),
         "stopped": stopped,
         "epoch_seconds": list(epoch_seconds),
-        "random_state": capture_random_state(model, train_data),
+        "random_state": random_states[0],
     }
+    if len(random_states) > 1:
+        section["random_state_by_rank"] = list(random_states)
+    return section
+
+
+def process_random_state(resume: Dict[str, Any], logger: Any) -> Dict[str, Any]:
+    """This process's random streams in a resume point: its own if a run of as many processes wrote it, else rank
+    0's (then the processes draw alike, and the run differs from an uninterrupted one)."""
+    states = resume.get("random_state_by_rank") or [resume["random_state"]]
+    if len(states) == distributed.world_size():
+        return states[distributed.rank()]
+    logger.warning(f"The resume point was written by a run of {len(states)} process(es), this one has "
+                   f"{distributed.world_size()}: every process continues from rank 0's random streams.")
+    return states[0]
 
 
 def load_for_resume(path: str, config: Any, device: Any) -> Dict[str, Any]:

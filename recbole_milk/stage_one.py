@@ -17,6 +17,7 @@ import numpy as np
 from recbole.model.general_recommender import BPR
 from recbole.utils import init_seed
 
+from recbole_milk import distributed
 from recbole_milk.data.roles import ROLE_WARM
 from recbole_milk.pretrained import META_FILE, warm_holdout_digest, write_cf_embeddings
 from recbole_milk.resume import canonical, capture_random_state, restore_random_state
@@ -63,13 +64,16 @@ def ensure_stage_one(config: Any, train_data: Any) -> str:
     logger.info(f"Stage 1: training warm BPR for {config['pretrain_epochs']} epochs -> {folder}")
     state = capture_random_state(None, train_data)
     bpr_config = _bpr_config(config)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    init_seed(config["seed"] + distributed.rank(), config["reproducibility"])
     model = BPR(bpr_config, dataset).to(config["device"])
     trainer = get_trainer(bpr_config["MODEL_TYPE"], "BPR")(bpr_config, model)
     trainer.fit(train_data, valid_data=None, saved=False, show_progress=config["show_progress"])
-    export_bpr(model, dataset, str(folder), {"model": "BPR", "dataset": config["dataset"],
-                                             "epochs_trained": len(trainer.epoch_seconds),
-                                             "options": {name: config[name] for name in STAGE_ONE_OPTIONS}})
+    # In a multi-process run all processes train stage 1 together, rank 0 writes it, and the others wait for it.
+    if distributed.is_writer():
+        export_bpr(model, dataset, str(folder), {"model": "BPR", "dataset": config["dataset"],
+                                                 "epochs_trained": len(trainer.epoch_seconds),
+                                                 "options": {name: config[name] for name in STAGE_ONE_OPTIONS}})
+    distributed.barrier()
     restore_random_state(state, None)
     train_data.generator.set_state(state["train_loader"])
     trainer.tensorboard.close()

@@ -17,6 +17,7 @@ from recbole.utils import get_local_time
 from recbole.utils import get_trainer as recbole_get_trainer
 from torch.utils.tensorboard import SummaryWriter
 
+from recbole_milk import distributed
 from recbole_milk.atomic import remove_stale_temporaries, save_torch
 from recbole_milk.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, plain_config
 from recbole_milk.data.roles import ROLE_TEST, ROLE_VALID
@@ -28,10 +29,17 @@ from recbole_milk.evaluation import (
 )
 from recbole_milk.optim import DenseSparseAdam, sparse_embedding_weights
 from recbole_milk.options import LIST_METRICS
+from recbole_milk.parallel_trainer import (
+    NullTensorBoard,
+    ShardedEvaluationMixin,
+    shared_checkpoint,
+)
 from recbole_milk.resume import (
     RESUME_LATEST,
+    capture_random_state,
     find_resume_point,
     load_for_resume,
+    process_random_state,
     restore_random_state,
     resume_file_name,
     resume_section,
@@ -45,7 +53,7 @@ class TrainingDivergedError(UserInputError):
     """The training loss became NaN or infinite; the message says what to change."""
 
 
-class NewItemTrainerMixin:
+class NewItemTrainerMixin(ShardedEvaluationMixin):
     """Adds to any RecBole trainer: unique checkpoint names, checkpoints that load with weights_only=True,
     resumable runs, an actionable error when training diverges, a configurable tensorboard folder,
     candidate-restricted full ranking with random tie-breaking, per-group metrics, RecBole's list metrics over the
@@ -54,6 +62,10 @@ class NewItemTrainerMixin:
     Besides the best-model checkpoint (`saved_model_file`, written on validation improvement as in RecBole), a run
     keeps a resume point (`resume_file`, see recbole_milk/resume.py) rewritten after every evaluation. It is deleted
     when training finishes, so resume points mark unfinished runs.
+
+    In a multi-process run (recbole_milk.distributed) every process starts from rank 0's weights, the optimiser
+    averages gradients (and clips the average), evaluation is split across the processes and gathered, and only
+    rank 0 writes.
     """
 
     def __init__(self, config, model):
@@ -61,7 +73,11 @@ class NewItemTrainerMixin:
         # TraditionalTrainer lowers epochs to 1 after the base class fixed eval_step; without this a model such as
         # Pop would never be evaluated (or checkpointed) under the plugin's eval_step of 10.
         self.eval_step = min(self.eval_step, self.epochs)
-        name = f"{config['model']}-{config['dataset']}-{get_local_time()}-{uuid.uuid4().hex[:8]}"
+        if distributed.is_distributed():
+            self.clip_grad_norm = None  # GradientAveragingOptimizer clips the averaged gradient instead
+        # One name for the run's files on every process: rank 0's.
+        name = distributed.broadcast_object(
+            f"{config['model']}-{config['dataset']}-{get_local_time()}-{uuid.uuid4().hex[:8]}")
         self.saved_model_file = os.path.join(self.checkpoint_dir, f"{name}.pth")
         self.resume_file = os.path.join(self.checkpoint_dir, resume_file_name(name, run_fingerprint(config)))
         for path in remove_stale_temporaries(self.checkpoint_dir):
@@ -76,11 +92,13 @@ class NewItemTrainerMixin:
         self._train_item_counts: Optional[torch.Tensor] = None
         self._use_accuracy_evaluator(config)
         self._candidate_items: Optional[torch.Tensor] = None
-        self._tie_generator = torch.Generator()
+        # On CUDA the tie-breaking noise is drawn on the GPU; on the CPU the generator (and so every tie) is as before.
+        self._tie_generator = torch.Generator(device=self.device)
         self._epoch: Optional[int] = None
         self._resumed = False
         self._pending_loader_state: Optional[torch.Tensor] = None
         self._resume_every_save: Any = None
+        distributed.broadcast_state(self.model)
 
     def _use_accuracy_evaluator(self, config) -> None:
         # RecBole's collector fails on the list metrics' inputs (it calls .cpu() on an int and a Counter) and would
@@ -94,16 +112,17 @@ class NewItemTrainerMixin:
         self.evaluator = Evaluator(view)
 
     def _redirect_tensorboard(self, config, name: str) -> None:
-        # RecBole's Trainer always opens ./log_tensorboard/<run>; move it to the configured folder.
+        # RecBole's Trainer always opens ./log_tensorboard/<run>; move it to the configured folder (rank 0 only).
         target_root = config["tensorboard_dir"] or RECBOLE_TENSORBOARD_DIR
-        if os.path.abspath(target_root) == os.path.abspath(RECBOLE_TENSORBOARD_DIR):
+        writer = distributed.is_writer()
+        if writer and os.path.abspath(target_root) == os.path.abspath(RECBOLE_TENSORBOARD_DIR):
             return
         default_dir = self.tensorboard.log_dir
         self.tensorboard.close()
         shutil.rmtree(default_dir, ignore_errors=True)
         if os.path.isdir(RECBOLE_TENSORBOARD_DIR) and not os.listdir(RECBOLE_TENSORBOARD_DIR):
             os.rmdir(RECBOLE_TENSORBOARD_DIR)
-        self.tensorboard = SummaryWriter(os.path.join(target_root, name))
+        self.tensorboard = SummaryWriter(os.path.join(target_root, name)) if writer else NullTensorBoard()
 
     def _build_optimizer(self, **kwargs):
         # Models with sparse-gradient embedding tables (MILK's sparse_user_gradients) get lazy Adam on those tables;
@@ -112,9 +131,13 @@ class NewItemTrainerMixin:
         sparse_ids = {id(weight) for weight in sparse_embedding_weights(self.model)}
         sparse = [p for p in params if id(p) in sparse_ids]
         if not sparse:
-            return super()._build_optimizer(params=params, **kwargs)
-        dense = [p for p in params if id(p) not in sparse_ids]
-        return DenseSparseAdam(dense, sparse, lr=kwargs.pop("learning_rate", self.learning_rate))
+            optimizer = super()._build_optimizer(params=params, **kwargs)
+        else:
+            dense = [p for p in params if id(p) not in sparse_ids]
+            optimizer = DenseSparseAdam(dense, sparse, lr=kwargs.pop("learning_rate", self.learning_rate))
+        if not distributed.is_distributed():
+            return optimizer
+        return distributed.GradientAveragingOptimizer(optimizer, params, sparse, self.config["clip_grad_norm"])
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._epoch = epoch_idx
@@ -162,45 +185,43 @@ class NewItemTrainerMixin:
             "optimizer": self.optimizer.state_dict(),
         }
 
-    def _is_writer(self) -> bool:
-        return self.config["single_spec"] or self.config["local_rank"] == 0
-
     def save_best_model(self) -> None:
         """Rewrite the best-model checkpoint with the model as it is now (e.g. after fitting calibration)."""
-        checkpoint = load_checkpoint(self.saved_model_file, self.device)
-        checkpoint["state_dict"] = self.model.state_dict()
-        if self._is_writer():
+        if distributed.is_writer():
+            checkpoint = load_checkpoint(self.saved_model_file, self.device)
+            checkpoint["state_dict"] = self.model.state_dict()
             save_torch(self.saved_model_file, checkpoint)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        if not self._is_writer():
-            return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        save_torch(saved_model_file, self._checkpoint_state(epoch))
-        if verbose:
-            self.logger.info(f"Saving current: {saved_model_file}")
+        if distributed.is_writer():
+            save_torch(saved_model_file, self._checkpoint_state(epoch))
+            if verbose:
+                self.logger.info(f"Saving current: {saved_model_file}")
         # Without validation RecBole saves after every epoch and never calls back: keep the resume point in step.
         if self._resume_every_save is not None and epoch >= 0:
             self._save_resume_point(epoch, self._resume_every_save)
 
     def _save_resume_point(self, epoch: int, train_data: Any) -> None:
-        if not self._is_writer():
+        # Every process's random streams (its own negatives and modality draws), kept by rank 0.
+        random_states = distributed.gather_objects(capture_random_state(self.model, train_data))
+        if not distributed.is_writer():
             return
         state = self._checkpoint_state(epoch)
         state["best_valid_result"] = {key: float(value) for key, value in (self.best_valid_result or {}).items()}
         state["resume"] = resume_section(self.config, self.saved_model_file, self.cur_step > self.stopping_step,
-                                         self.epoch_seconds, self.model, train_data)
+                                         self.epoch_seconds, random_states)
         save_torch(self.resume_file, state)
 
     def _remove_resume_point(self) -> None:
-        if self._is_writer() and os.path.exists(self.resume_file):
+        if distributed.is_writer() and os.path.exists(self.resume_file):
             os.remove(self.resume_file)
 
     def resume_checkpoint(self, resume_file):
         """Continue training from a resume point (bit-identical continuation) or, as RecBole does, from a
         best-model checkpoint (new bests then overwrite it; the random streams start afresh)."""
         resume_file = str(resume_file)
-        checkpoint = load_for_resume(resume_file, self.config, self.device)
+        checkpoint = shared_checkpoint(lambda device: load_for_resume(resume_file, self.config, device), self.device)
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
@@ -220,8 +241,9 @@ class NewItemTrainerMixin:
             self.epoch_seconds = list(resume["epoch_seconds"])
             if resume["stopped"]:
                 self.start_epoch = max(self.start_epoch, self.epochs)
-            restore_random_state(resume["random_state"], self.model)
-            self._pending_loader_state = resume["random_state"]["train_loader"]
+            random_state = process_random_state(resume, self.logger)
+            restore_random_state(random_state, self.model)
+            self._pending_loader_state = random_state["train_loader"]
             if resume["fingerprint"] != run_fingerprint(self.config):
                 self.logger.warning(f"{resume_file} was written under other options; training continues with this "
                                     "run's options.")
@@ -236,7 +258,9 @@ class NewItemTrainerMixin:
             raise ConfigError(f"Option 'resume_from' = {value!r} is not supported for model {self.config['model']}: "
                               f"its trainer {type(self).__name__} has its own training loop; set resume_from: ~.")
         if value == RESUME_LATEST:
-            value = find_resume_point(self.checkpoint_dir, run_fingerprint(self.config))
+            found = find_resume_point(self.checkpoint_dir, run_fingerprint(self.config)) if distributed.is_writer() \
+                else None
+            value = distributed.broadcast_object(found)
             if value is None:
                 self.logger.info(f"resume_from: latest found no unfinished run with these options in "
                                  f"{self.checkpoint_dir}; starting clean.")
@@ -290,13 +314,16 @@ class NewItemTrainerMixin:
             return None
         if load_best_model:
             checkpoint_file = model_file or self.saved_model_file
-            checkpoint = load_checkpoint(checkpoint_file, self.device)
+            checkpoint = shared_checkpoint(lambda device: load_checkpoint(checkpoint_file, device), self.device)
             self.model.load_state_dict(checkpoint["state_dict"])
             self.model.load_other_parameter(checkpoint.get("other_parameter"))
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         self._start_ranking(eval_data)
         try:
-            result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+            if distributed.is_distributed():
+                result = self._evaluate_in_blocks(eval_data)
+            else:
+                result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
         finally:
             accumulator, self._ranking_metrics = self._ranking_metrics, None
         decimals = self.config["metric_decimal_place"]
@@ -320,7 +347,9 @@ class NewItemTrainerMixin:
     def _start_ranking(self, eval_data) -> None:
         # The same seed gives the same tie-breaks in every evaluation, independent of training's RNG state.
         self._tie_generator.manual_seed(int(self.config["seed"]))
-        self._candidate_items = getattr(eval_data, "candidate_items", None)
+        candidates = getattr(eval_data, "candidate_items", None)
+        # Moved once per evaluation, not once per batch.
+        self._candidate_items = None if candidates is None else candidates.to(self.device)
         dataset = eval_data._dataset
         self._ranking_metrics = None
         if not isinstance(eval_data, FullSortEvalDataLoader):
@@ -342,7 +371,10 @@ class NewItemTrainerMixin:
         scores = restrict_to_candidates(scores, self._candidate_items)
         scores = break_ties_at_random(scores, self._tie_generator)
         if self._ranking_metrics is not None:
-            self._ranking_metrics.update(scores, positive_u, positive_i)
+            if distributed.is_distributed():  # added on every process once all have scored (_evaluate_in_blocks)
+                self._ranking_metrics.record(scores, positive_u, positive_i)
+            else:
+                self._ranking_metrics.update(scores, positive_u, positive_i)
         return interaction, scores, positive_u, positive_i
 
 

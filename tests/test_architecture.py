@@ -8,11 +8,11 @@ MAX_LINES = 400
 # Lower layers never import higher ones (docs/architecture.md): shared helpers, then data, then models, then model
 # lookup and configuration, then training, evaluation and serving, then the entry points.
 LAYERS = [
-    ("errors", "atomic", "compat", "options", "logger", "cli"),
+    ("errors", "atomic", "compat", "options", "distributed", "launch", "logger", "cli"),
     ("data", "pretrained"),
     ("model",),
     ("utils", "config", "option_docs"),
-    ("evaluation", "optim", "checkpoint", "resume", "trainer", "calibration", "inference"),
+    ("evaluation", "optim", "checkpoint", "resume", "parallel_trainer", "trainer", "calibration", "inference"),
     ("stage_one", "quick_start", "integration", "search", "item_store", "service", "http_api", "serve"),
 ]
 

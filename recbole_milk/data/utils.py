@@ -11,6 +11,7 @@ from recbole.data import data_preparation as recbole_data_preparation
 from recbole.data.utils import get_dataloader
 from recbole.utils import ModelType, set_color
 
+from recbole_milk import distributed
 from recbole_milk.atomic import remove_stale_temporaries
 from recbole_milk.data.dataloader import NewItemFullSortEvalDataLoader
 from recbole_milk.data.dataset import (
@@ -21,16 +22,24 @@ from recbole_milk.data.dataset import (
     split_mode,
 )
 from recbole_milk.data.sampler import WarmItemSampler
+from recbole_milk.data.shards import sharded
 from recbole_milk.errors import DataError
 
 PHASES = ("train", "valid", "test")
 
 
 def create_dataset(config: Any) -> Any:
-    """NewItemDataset for general models (from the cache when its key matches); RecBole's dataset otherwise."""
+    """NewItemDataset for general models (from the cache when its key matches); RecBole's dataset otherwise.
+
+    In a multi-process run rank 0 builds (and caches) it first; the others follow once it is done."""
     # Pop, ItemKNN, EASE and Random are general recommenders too, typed TRADITIONAL for their training loop.
     if config["MODEL_TYPE"] not in (ModelType.GENERAL, ModelType.TRADITIONAL):
         return recbole_create_dataset(config)
+    with distributed.writer_first():
+        return _new_item_dataset(config)
+
+
+def _new_item_dataset(config: Any) -> NewItemDataset:
     if config["dataset"] == "ml-100k-mm":
         from recbole_milk.data.embedded import ensure_embedded_dataset
         ensure_embedded_dataset(config)
@@ -50,7 +59,7 @@ def create_dataset(config: Any) -> Any:
             dataset.config = config
             return dataset
     dataset = NewItemDataset(config)
-    if config["save_dataset"]:
+    if config["save_dataset"] and distributed.is_writer():
         dataset.save(path)
     return dataset
 
@@ -113,12 +122,12 @@ def scoped_data_preparation(config: Any, dataset: NewItemDataset) -> Tuple[Any, 
     # the user did in earlier phases, whichever scope it came from.
     union = parts.get("all", parts["new"])
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, [train, *union])
-    train_data = get_dataloader(config, "train")(config, train, train_sampler, shuffle=config["shuffle"])
+    train_data = _train_loader(config, train, train_sampler)
     loaders = {}
     for scope in dict.fromkeys(["new", *config["eval_scopes"]]):
         loaders[scope] = tuple(_eval_loader(config, phase, part, sampler, scope) for phase, part, sampler
                                in zip(("valid", "test"), parts[scope], (valid_sampler, test_sampler)))
-    if config["split_export_file"]:
+    if config["split_export_file"] and distributed.is_writer():
         dataset.export_split(config["split_export_file"])
         logger.info(set_color("Item split written to", "pink") + f": [{config['split_export_file']}]")
     logger.info(set_color("[Training]: ", "pink") + set_color("train_batch_size", "cyan") + " = "
@@ -129,6 +138,16 @@ def scoped_data_preparation(config: Any, dataset: NewItemDataset) -> Tuple[Any, 
                 + set_color(f"[{config['eval_args']}]", "yellow") + set_color(" candidate_pool", "cyan") + ": "
                 + set_color(f"[{config['candidate_pool']}]", "yellow"))
     return train_data, loaders
+
+
+def _train_loader(config: Any, train: Any, sampler: Any) -> Any:
+    """RecBole's training loader for the model; in a multi-process run, this process's share of it. Models
+    without gradient training (Pop, ItemKNN, ...: typed TRADITIONAL) count over the whole epoch in every process."""
+    loader_class = get_dataloader(config, "train")
+    if distributed.is_distributed() and config["MODEL_TYPE"] == ModelType.GENERAL:
+        return sharded(loader_class)(config, train, sampler, shuffle=config["shuffle"], rank=distributed.rank(),
+                                     world=distributed.world_size())
+    return loader_class(config, train, sampler, shuffle=config["shuffle"])
 
 
 def _eval_loader(config: Any, phase: str, part: Any, sampler: Any, scope: str) -> Any:
