@@ -13,7 +13,8 @@ LAYERS = [
     ("model",),
     ("utils", "config", "option_docs"),
     ("evaluation", "optim", "checkpoint", "resume", "parallel_trainer", "trainer", "calibration", "inference"),
-    ("stage_one", "quick_start", "integration", "search", "item_store", "service", "http_api", "serve"),
+    ("stage_one", "quick_start", "parallel_tuning", "integration", "search", "item_store", "service", "http_api",
+     "serve"),
 ]
 
 
