@@ -430,3 +430,19 @@ def test_a_cell_records_every_figure_of_the_run_but_not_its_config_or_paths(tmp_
     assert record["test_exposure_by_group"] == {"missing_1": {"exposure@20": 0.8}}
     assert record["test_result"] == {"ndcg@20": 0.5} and record["epochs_trained"] == 3
     assert not {"config", "saved_model_file", "artifact_file", "model", "dataset"} & set(record)
+
+
+def test_the_gpu_check_fails_at_once_and_clearly_without_a_gpu(tmp_path):
+    import os
+    import subprocess
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the check would run")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, OUT=str(tmp_path / "out")))
+    assert done.returncode == 2
+    assert "needs a CUDA GPU" in done.stderr and "nothing was run" in done.stderr
+    assert not (tmp_path / "out").exists()
