@@ -4,12 +4,18 @@ Each process runs `target(local_rank, *args)` in a fresh interpreter (the spawn 
 reports back over its own pipe: its result, or its error with the traceback. The launcher waits on the pipes and on
 the processes themselves; on the first error, or a process that dies without one (killed, out of memory), it stops
 the others at once, so peers blocked in a collective never hang the run, and raises that error here. A user error
-(UserInputError) is raised as itself, so the command-line scripts still print one line.
+(UserInputError) is raised as itself, so the command-line scripts still print one line. If the launcher itself is
+killed, its processes end with it (Linux).
+
+A script that starts a multi-process run needs the `if __name__ == "__main__":` guard (the spawn start method
+imports the script's main module again in every process).
 """
 import multiprocessing
+import os
 import pickle
 import signal
 import socket
+import sys
 import traceback
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -17,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from recbole_milk.errors import UserInputError
 
 STOP_GRACE_S = 10.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class RankFailedError(RuntimeError):
@@ -40,7 +47,23 @@ def _portable(error: BaseException) -> Optional[BaseException]:
     return copy if isinstance(copy, BaseException) else None
 
 
-def _child(target: Callable[..., Any], local_rank: int, args: Tuple[Any, ...], channel: Connection) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel end this process when the launcher dies (killed, it cannot stop its processes)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # no prctl: the launcher's own clean-up is all there is
+        return
+    if os.getppid() != parent:  # the launcher died before prctl took effect
+        os._exit(1)
+
+
+def _child(target: Callable[..., Any], local_rank: int, args: Tuple[Any, ...], channel: Connection,
+           parent: int) -> None:
+    _die_with_parent(parent)
     try:
         result = target(local_rank, *args)
     except BaseException as error:  # everything, KeyboardInterrupt included, must reach the launcher
@@ -99,7 +122,7 @@ def run_processes(target: Callable[..., Any], nproc: int, args: Tuple[Any, ...] 
     try:
         for local_rank in range(nproc):
             reader, writer = context.Pipe(duplex=False)
-            process = context.Process(target=_child, args=(target, local_rank, args, writer),
+            process = context.Process(target=_child, args=(target, local_rank, args, writer, os.getpid()),
                                       name=f"recbole-milk-rank-{local_rank}")
             process.start()
             writer.close()  # the child holds the write end; EOF then means it is gone

@@ -181,3 +181,53 @@ def test_distributed_options_are_checked_before_any_process_starts(toy, options,
 def test_several_processes_train_general_recommenders_only(toy):
     with pytest.raises(ConfigError, match="general recommenders only"):
         toy_config(toy, "FM", nproc=2)
+
+
+LAUNCHER = """
+import os, sys, time
+sys.path[:0] = [{tests!r}, {repo!r}]
+from recbole_milk.launch import run_processes
+
+def sleeper(local_rank, folder):
+    open(os.path.join(folder, f"rank{{local_rank}}.pid"), "w").write(str(os.getpid()))
+    time.sleep(600)
+
+if __name__ == "__main__":
+    run_processes(sleeper, 2, ({folder!r},))
+"""
+
+
+def test_the_processes_end_when_the_launcher_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    script = tmp_path / "launcher.py"
+    script.write_text(LAUNCHER.format(tests=str(tests), repo=str(tests.parent), folder=str(tmp_path)))
+    launcher = subprocess.Popen([sys.executable, str(script)])
+    pid_files = [tmp_path / f"rank{rank}.pid" for rank in range(2)]
+    deadline = time.monotonic() + 120
+    while not all(path.exists() and path.read_text() for path in pid_files) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pids = [int(path.read_text()) for path in pid_files]
+    launcher.send_signal(signal.SIGKILL)  # no chance to clean up: the kernel must end its processes
+    launcher.wait()
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/stat") as stat:  # a zombie waiting for init to reap it counts as ended
+            return stat.read().split(")")[-1].split()[0] != "Z"
+
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    survivors = [pid for pid in pids if alive(pid)]
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors
