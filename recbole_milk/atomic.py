@@ -120,6 +120,18 @@ def save_torch(path: PathLike, state: Any) -> Path:
     return Path(path)
 
 
+def remove_empty_folder(path: PathLike) -> bool:
+    """Remove `path` if it is an empty folder; True if this call removed it. Another process may remove it, or
+    write into it, at the same moment (the processes of one multi-process run all do this): that is no error."""
+    try:
+        if os.listdir(path):
+            return False
+        os.rmdir(path)
+        return True
+    except OSError:
+        return False
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -18,7 +18,7 @@ from recbole.utils import get_trainer as recbole_get_trainer
 from torch.utils.tensorboard import SummaryWriter
 
 from recbole_milk import distributed
-from recbole_milk.atomic import remove_stale_temporaries, save_torch
+from recbole_milk.atomic import remove_empty_folder, remove_stale_temporaries, save_torch
 from recbole_milk.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, plain_config
 from recbole_milk.data.roles import ROLE_TEST, ROLE_VALID
 from recbole_milk.errors import ConfigError, UserInputError
@@ -120,8 +120,7 @@ class NewItemTrainerMixin(ShardedEvaluationMixin):
         default_dir = self.tensorboard.log_dir
         self.tensorboard.close()
         shutil.rmtree(default_dir, ignore_errors=True)
-        if os.path.isdir(RECBOLE_TENSORBOARD_DIR) and not os.listdir(RECBOLE_TENSORBOARD_DIR):
-            os.rmdir(RECBOLE_TENSORBOARD_DIR)
+        remove_empty_folder(RECBOLE_TENSORBOARD_DIR)
         self.tensorboard = SummaryWriter(os.path.join(target_root, name)) if writer else NullTensorBoard()
 
     def _build_optimizer(self, **kwargs):

@@ -293,3 +293,14 @@ def test_an_embedded_build_that_dies_before_the_rename_leaves_no_dataset(tmp_pat
     embedded.build_ml100k_mm(target, source, title_dim=2, kg_dim=2)
     assert not dead.exists()
     assert embedded.is_built(target)
+
+
+def test_removing_an_empty_folder_that_another_process_removed_or_filled_is_no_error(tmp_path):
+    from recbole_milk.atomic import remove_empty_folder
+
+    assert not remove_empty_folder(tmp_path / "gone")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "run").mkdir()
+    assert not remove_empty_folder(tmp_path / "full") and (tmp_path / "full").is_dir()
+    (tmp_path / "empty").mkdir()
+    assert remove_empty_folder(tmp_path / "empty") and not (tmp_path / "empty").exists()
