@@ -160,8 +160,15 @@ def dataset_yaml(name: str, spec: SyntheticSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def generate(spec: SyntheticSpec, out: Path, name: str, log=print) -> Dict[str, Any]:
-    """Write the dataset folder out/name atomically; return its statistics."""
+FEATURE_DTYPES = ("float32", "float16")
+
+
+def generate(spec: SyntheticSpec, out: Path, name: str, log=print, feature_dtype: str = "float32") -> Dict[str, Any]:
+    """Write the dataset folder out/name atomically; return its statistics.
+
+    `feature_dtype` float16 halves the feature files on disk; the plugin reads them as float32 either way."""
+    if feature_dtype not in FEATURE_DTYPES:
+        raise SyntheticError(f"--feature_dtype must be one of {', '.join(FEATURE_DTYPES)}; got {feature_dtype!r}.")
     spec.check()
     start = time.perf_counter()
     rng = np.random.default_rng(spec.seed)
@@ -175,13 +182,14 @@ def generate(spec: SyntheticSpec, out: Path, name: str, log=print) -> Dict[str, 
             handle.write("user_id:token\titem_id:token\n")
             np.savetxt(handle, pairs, fmt="%d", delimiter="\t")
         for m, modality in enumerate(spec.modality_names):
-            save_npy(staging / f"{modality}.npy", _features(spec, items, m, rng))
+            save_npy(staging / f"{modality}.npy", _features(spec, items, m, rng).astype(feature_dtype, copy=False))
             log(f"modality '{modality}' ({spec.dims[m]}-d, noise {spec.noise[m]}) written")
         save_npy(staging / "item_factors.npy", items)
         save_npy(staging / "user_factors.npy", users)
         write_text(staging / f"{name}.yaml", dataset_yaml(name, spec))
         stats = {"name": name, "users": spec.users, "items": spec.items, "interactions": int(len(pairs)),
                  "items_with_interactions": int(np.unique(pairs[:, 1]).size), "spec": asdict(spec),
+                 "feature_dtype": feature_dtype,
                  "seconds": round(time.perf_counter() - start, 2)}
         write_json(staging / "build_info.json", stats, indent=2)
     return stats
@@ -210,6 +218,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help="weight of <u, v> against the Gumbel noise when users choose")
     parser.add_argument("--candidates", type=int, default=defaults.candidates, help="items considered per user")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--feature_dtype", choices=FEATURE_DTYPES, default="float32",
+                        help="dtype of the feature files on disk (float16 halves them; read as float32)")
     return parser.parse_args(argv)
 
 
@@ -219,7 +229,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                          dims=_numbers(args.dims, int), noise=_numbers(args.noise, float),
                          missing_rates=_numbers(args.missing_rates, float), popularity_skew=args.popularity_skew,
                          preference_scale=args.preference_scale, candidates=args.candidates, seed=args.seed)
-    stats = generate(spec, Path(args.out), args.name)
+    stats = generate(spec, Path(args.out), args.name, feature_dtype=args.feature_dtype)
     print(json.dumps({key: value for key, value in stats.items() if key != "spec"}))
     return stats
 

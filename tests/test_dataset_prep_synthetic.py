@@ -87,3 +87,25 @@ def test_parameters_that_cannot_make_a_dataset_are_named(tmp_path, overrides, na
     with pytest.raises(synthetic.SyntheticError, match=named):
         build(tmp_path, **overrides)
     assert not (tmp_path / "syn").exists()
+
+
+def test_float16_feature_files_are_half_the_size_and_read_back_as_the_same_float32_rows(tmp_path, monkeypatch):
+    from recbole_milk.data import features
+
+    _, wide = build(tmp_path / "a")
+    stats, half = synthetic.generate(synthetic.SyntheticSpec(**SMALL), tmp_path / "b", "syn", log=lambda _: None,
+                                     feature_dtype="float16"), tmp_path / "b" / "syn"
+    assert stats["feature_dtype"] == "float16"
+    assert np.load(half / "strong.npy").dtype == np.float16
+    assert (half / "strong.npy").stat().st_size < 0.6 * (wide / "strong.npy").stat().st_size
+    rows = np.arange(400)[::-1].copy()
+    monkeypatch.setattr(features, "ROW_CHUNK", 7)  # several chunks, the last one short
+    full = features.read_matrix(str(half / "strong.npy"), rows, "strong", rows.astype(str), "syn")
+    assert full.dtype == np.float32 and full.shape == (401, 16) and not full[0].any()
+    expected = np.load(wide / "strong.npy")[rows].astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(full[1:], expected)
+
+
+def test_an_unknown_feature_dtype_is_named(tmp_path):
+    with pytest.raises(synthetic.SyntheticError, match="--feature_dtype"):
+        synthetic.generate(synthetic.SyntheticSpec(**SMALL), tmp_path, "syn", feature_dtype="int8")

@@ -65,8 +65,8 @@ def load_modalities(config: Any, modality_names: List[str], item_tokens: np.ndar
     features = []
     for m, name in enumerate(modality_names):
         path = dataset_file(config, config["modalities"][name])
-        matrix = read_matrix(path, rows, name, tokens, config["dataset"])
-        present = ~np.isnan(matrix).all(axis=1)
+        full = read_matrix(path, rows, name, tokens, config["dataset"])
+        present = ~np.isnan(full[1:]).all(axis=1)
         if name in mask_files:
             mask_path = dataset_file(config, mask_files[name])
             flagged = read_mask(mask_path, rows)
@@ -79,15 +79,20 @@ def load_modalities(config: Any, modality_names: List[str], item_tokens: np.ndar
         if not present.any():
             raise DataError(f"Modality '{name}' ('{path}') is missing for every item; remove it from "
                             "'modalities' or supply its features.")
-        matrix[~present] = 0.0
-        feat = torch.zeros((item_num, matrix.shape[1]), dtype=torch.float32)
-        feat[1:] = torch.from_numpy(matrix)
-        features.append(feat)
+        full[1:][~present] = 0.0
+        features.append(torch.from_numpy(full))
         available[1:, m] = torch.from_numpy(present)
     return features, available
 
+ROW_CHUNK = 65536
+
+
 def read_matrix(path: str, rows: np.ndarray, name: str, tokens: np.ndarray, dataset_name: str) -> np.ndarray:
-    """Rows `rows` of a .npy feature file as float32, checked: numeric 2-d, long enough, no partial NaN or inf."""
+    """float32 (len(rows) + 1, d): row 0 zero (PAD), then rows `rows` of a .npy feature file, checked: numeric 2-d,
+    long enough, no partial NaN or inf.
+
+    The file is memory-mapped and copied once, chunk by chunk, into the result: the whole matrix is never held
+    twice, and a float16 file costs its float32 result only."""
     try:
         matrix = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:
@@ -102,17 +107,20 @@ def read_matrix(path: str, rows: np.ndarray, name: str, tokens: np.ndarray, data
                         f"{tokens[worst]!r} needs row {rows[worst]}; every item of "
                         f"{dataset_name}.inter needs a feature row: regenerate the file, or map items to rows "
                         "with 'item_row_file'.")
-    # Cast before any statistic: float16 sums overflow.
-    matrix = np.asarray(matrix[rows], dtype=np.float32)
-    nan = np.isnan(matrix)
+    # Cast on the copy, before any statistic: float16 sums overflow.
+    full = np.zeros((len(rows) + 1, matrix.shape[1]), dtype=np.float32)
+    for start in range(0, len(rows), ROW_CHUNK):
+        chunk = rows[start:start + ROW_CHUNK]
+        full[1 + start:1 + start + len(chunk)] = matrix[chunk]
+    nan = np.isnan(full[1:])
     partial = nan.any(axis=1) & ~nan.all(axis=1)
-    infinite = np.isinf(matrix).any(axis=1)
+    infinite = np.isinf(full[1:]).any(axis=1)
     for bad, what in ((partial, "some NaN values"), (infinite, "infinite values")):
         if bad.any():
             raise DataError(f"Feature file '{path}' (modality '{name}'): row {rows[bad][0]} (item "
                             f"{tokens[bad][0]!r}) has {what}. A missing modality must be a "
                             "whole row of NaN (or flagged in 'modality_mask_files'); fix or drop these values.")
-    return matrix
+    return full
 
 def read_mask(path: str, rows: np.ndarray) -> np.ndarray:
     """Entries `rows` of a .npy availability vector (bool or 0/1 per feature row), checked."""
