@@ -201,6 +201,8 @@ def command_run(args: argparse.Namespace) -> int:
     if args.seeds:
         # A budgeted first pass (say three seeds of every block) that a later run without --seeds completes.
         cells = [cell for cell in cells if cell.seed in args.seeds]
+    if args.variants:
+        cells = [cell for cell in cells if cell.variant in args.variants]
     done = done_keys(args.results)
     todo = [cell for cell in cells if cell.key not in done]
     print(f"{args.profile} profile on {args.dataset}: {len(cells)} cells, {len(cells) - len(todo)} already in "
@@ -281,6 +283,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--blocks", default=None, help="comma-separated blocks of the profile to run (default all)")
     parser.add_argument("--seeds", type=lambda text: [int(seed) for seed in text.split(",")], default=None,
                         help="comma-separated seeds: run only the cells of these seeds (default every seed)")
+    parser.add_argument("--variants", type=lambda text: [name.strip() for name in text.split(",")], default=None,
+                        help="comma-separated variants (e.g. 'MILK,w/o both'): run only their cells (default all)")
     parser.add_argument("--cell_timeout", type=float, default=None, help="seconds before a cell is killed")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell (default 1)")
     parser.add_argument("--dry_run", action="store_true", help="list the cells that would run")

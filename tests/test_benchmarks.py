@@ -163,6 +163,15 @@ def test_seeds_option_runs_only_those_seeds_and_a_later_full_run_adds_the_rest(t
     assert sorted(set(ran[16:])) == [2024, 2026, 2027] and len(ran) == len(grid.expand(grid.FULL, ["main"]))
 
 
+def test_variants_option_runs_only_those_variants(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(run, "run_one", lambda cell, args: ran.append(cell.variant) or _record(
+        cell.variant, cell.setting, cell.seed, experiment=cell.experiment, dataset=cell.dataset))
+    run.command_run(run.parse_args(["run", "--profile=full", "--blocks=main", "--variants=MILK,w/o both",
+                                    f"--results={tmp_path / 'r.jsonl'}", f"--scratch={tmp_path}", "--no_report"]))
+    assert sorted(set(ran)) == ["MILK", "w/o both"] and len(ran) == 2 * 2 * len(grid.FULL_SEEDS)
+
+
 def test_a_cell_recorded_meanwhile_by_another_runner_is_skipped(tmp_path, monkeypatch):
     results = str(tmp_path / "results.jsonl")
     cells = grid.expand(grid.QUICK)
