@@ -15,3 +15,19 @@ def isolated_run(tmp_path, monkeypatch, embedded_cache):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["pytest"])
     monkeypatch.setenv("RECBOLE_MILK_CACHE", str(embedded_cache))
+
+
+@pytest.fixture
+def built_count(monkeypatch):
+    """How many NewItemDatasets were built from the files (not loaded from the cache)."""
+    from recbole_milk.data.dataset import NewItemDataset
+
+    calls = []
+    original = NewItemDataset.__init__
+
+    def counting(self, config):
+        calls.append(config)
+        original(self, config)
+
+    monkeypatch.setattr(NewItemDataset, "__init__", counting)
+    return calls

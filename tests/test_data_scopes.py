@@ -192,20 +192,12 @@ def test_warm_scopes_need_the_new_item_split_and_full_ranking(toy):
                                                         "mode": "uni100"})
 
 
-def test_cache_key_follows_the_holdout(toy, monkeypatch):
-    built = []
-    original = NewItemDataset.__init__
-
-    def counting(self, config):
-        built.append(config)
-        original(self, config)
-
-    monkeypatch.setattr(NewItemDataset, "__init__", counting)
+def test_cache_key_follows_the_holdout(toy, built_count):
     create_dataset(toy_config(toy, save_dataset=True))
     create_dataset(toy_config(toy, save_dataset=True, warm_holdout_ratio=[0.2, 0.2]))  # no scope holds out
-    assert len(built) == 1
+    assert len(built_count) == 1
     create_dataset(toy_config(toy, save_dataset=True, eval_scopes=SCOPES))
     create_dataset(toy_config(toy, save_dataset=True, eval_scopes=["warm"]))  # the same holdout
-    assert len(built) == 2
+    assert len(built_count) == 2
     again = create_dataset(toy_config(toy, save_dataset=True, eval_scopes=SCOPES, warm_holdout_ratio=[0.2, 0.2]))
-    assert len(built) == 3 and again.warm_holdout["test"].size > 0
+    assert len(built_count) == 3 and again.warm_holdout["test"].size > 0

@@ -20,20 +20,6 @@ def toy(tmp_path):
     return write_toy_dataset(tmp_path / "data")
 
 
-@pytest.fixture
-def built_count(monkeypatch):
-    """How many NewItemDatasets were built from the files (not loaded from the cache)."""
-    calls = []
-    original = NewItemDataset.__init__
-
-    def counting(self, config):
-        calls.append(config)
-        original(self, config)
-
-    monkeypatch.setattr(NewItemDataset, "__init__", counting)
-    return calls
-
-
 def cache_file(config_dict):
     return Path(config_dict["checkpoint_dir"]) / f"{config_dict['dataset']}-NewItemDataset.pth"
 
