@@ -455,3 +455,10 @@ def test_the_gpu_check_fails_at_once_and_clearly_without_a_gpu(tmp_path):
     assert done.returncode == 2
     assert "needs a CUDA GPU" in done.stderr and "nothing was run" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_every_dataset_of_the_comparison_gets_its_per_group_table_with_the_baselines():
+    headings = {heading: lines for heading, lines in report.sections(_fake_results())}
+    for dataset in ("tiktok", "synthetic"):
+        lines = headings[f"Per missing-pattern group ({dataset}, test, mean ± std over seeds)"]
+        assert any("| DUIF |" in line for line in lines)
