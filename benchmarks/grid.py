@@ -138,6 +138,8 @@ FULL = Profile(
     blocks=[
         Block("main", MAIN, ["FTMT", "MTMT"]),
         BASELINE_BLOCK,
+        # Lazy Adam on the user table against the default dense Adam (the "MILK" cells of main), 5 seeds.
+        Block("optimiser", ["MILK sparse users"], ["FTMT"]),
         Block("robustness", MAIN, ["FTFT"]),
         Block("ablations", ABLATIONS + ["MILK mean reduction"], ["FTMT", "FTFT"]),
         OPTIONS_BLOCK,
