@@ -315,11 +315,11 @@ def test_targets_compare_the_recommended_milk_with_the_best_baseline_of_its_data
 
 def test_scaling_rows_compare_each_variant_with_its_own_x1():
     records = [_record(variant, f"x{factor}", experiment="scaling", train_seconds_per_epoch=seconds)
-               for variant, factor, seconds in (("MILK", 1, 1.0), ("MILK", 4, 8.0), ("MILK sparse users", 1, 0.5),
-                                                ("MILK sparse users", 4, 2.0))]
+               for variant, factor, seconds in (("MILK", 1, 1.0), ("MILK", 4, 8.0), ("MILK dense Adam", 1, 0.5),
+                                                ("MILK dense Adam", 4, 2.0))]
     rows = tables.scaling_table(tables.index(records), "tiktok")
     assert rows[2].startswith("| MILK | x1 |") and "| 8.00 | 8.00 |" in rows[3]
-    assert rows[5].startswith("| MILK sparse users | x4 |") and "| 2.00 | 4.00 |" in rows[5]
+    assert rows[5].startswith("| MILK dense Adam | x4 |") and "| 2.00 | 4.00 |" in rows[5]
 
 
 def test_report_splices_the_readme_block_only(tmp_path):

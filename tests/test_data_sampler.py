@@ -136,3 +136,46 @@ def test_sampling_before_set_phase_is_refused(tmp_path):
     base = WarmItemSampler(["train", "valid", "test"], built)
     with pytest.raises(RuntimeError, match="set_phase"):
         base.sample_by_user_ids(np.array([1]), None, 1)
+
+
+def _epoch_batches(train_data):
+    return [(batch["user_id"], batch["item_id"], batch["neg_item_id"]) for batch in train_data]
+
+
+def test_an_epoch_draws_its_negatives_in_one_sampler_call(tmp_path, monkeypatch):
+    config = toy_config(write_toy_dataset(tmp_path / "data"), train_batch_size=16)
+    train_data = data_preparation(config, NewItemDataset(config))[0]
+    calls = []
+    original = train_data._sampler.sample_by_user_ids
+    monkeypatch.setattr(train_data._sampler, "sample_by_user_ids",
+                        lambda users, items, num: calls.append(len(users)) or original(users, items, num))
+    batches = _epoch_batches(train_data)
+    assert len(batches) > 3 and calls == [len(train_data.dataset)]  # one call for the whole epoch
+    _epoch_batches(train_data)
+    assert calls == [len(train_data.dataset)] * 2  # and a fresh draw every epoch
+
+
+def test_epoch_negatives_pair_each_interaction_with_an_unused_warm_item(tmp_path):
+    config = toy_config(write_toy_dataset(tmp_path / "data"), train_batch_size=16)
+    dataset = NewItemDataset(config)
+    train_data = data_preparation(config, dataset)[0]
+    inter = train_data.dataset.inter_feat
+    positives = set(zip(inter["user_id"].tolist(), inter["item_id"].tolist()))
+    pairs = []
+    for users, items, negatives in _epoch_batches(train_data):
+        assert (dataset.item_role[negatives] == ROLE_WARM).all()
+        assert not any((u, n) in positives for u, n in zip(users.tolist(), negatives.tolist()))
+        pairs += list(zip(users.tolist(), items.tolist()))
+    assert sorted(pairs) == sorted(zip(inter["user_id"].tolist(), inter["item_id"].tolist()))  # the epoch, once
+
+
+def test_several_negatives_per_interaction_keep_recbole_s_batch_layout(tmp_path):
+    config = toy_config(write_toy_dataset(tmp_path / "data"), train_batch_size=16,
+                        train_neg_sample_args={"distribution": "uniform", "sample_num": 3, "alpha": 1.0,
+                                               "dynamic": False, "candidate_num": 0})
+    train_data = data_preparation(config, NewItemDataset(config))[0]
+    for users, items, negatives in _epoch_batches(train_data):
+        # RecBole repeats the batch once per negative: row j * n + i is interaction i with its j-th negative.
+        n = len(users) // 3
+        assert torch.equal(users, users[:n].repeat(3)) and torch.equal(items, items[:n].repeat(3))
+        assert len(negatives) == 3 * n

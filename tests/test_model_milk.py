@@ -19,6 +19,7 @@ from recbole_milk.model.environments import (
 )
 from recbole_milk.model.general_recommender.milk import MILK
 from recbole_milk.model.loss import alignment_loss
+from recbole_milk.optim import DenseSparseAdam, sparse_embedding_weights
 from recbole_milk.options import ConfigError, validate_options
 
 USER, ITEM, NEG = "user_id", "item_id", "neg_item_id"
@@ -148,6 +149,16 @@ def test_environments_depend_on_the_seed_only():
     draws = [EnvironmentSampler(4, 0.1, seed=5)() for _ in range(2)]
     assert torch.equal(draws[0], draws[1])
     assert not torch.equal(draws[0], EnvironmentSampler(4, 0.1, seed=6)())
+
+
+def test_a_restored_sampler_draws_on_as_the_uninterrupted_one():
+    sampler = EnvironmentSampler(3, 0.1, seed=5)
+    for _ in range(3):
+        sampler()
+    restored = EnvironmentSampler(3, 0.1, seed=99)
+    restored.load_state(sampler.state())
+    draws = EnvironmentSampler.draws_per_call + 2  # across the refill of the drawn-ahead rows
+    assert all(torch.equal(sampler(), restored()) for _ in range(draws))
 
 
 @pytest.mark.parametrize("alpha", [0.1, 1.0, 10.0])
@@ -318,7 +329,7 @@ def test_loss_is_finite_when_no_positive_has_two_modalities():
     loss = model.calculate_loss(batch([1, 2], [1, 2], [3, 3]))
     loss.backward()
     assert torch.isfinite(loss)
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    assert all(torch.isfinite(p.grad.to_dense()).all() for p in model.parameters())
 
 
 def test_gradients_reach_every_extractor_and_the_user_embedding():
@@ -327,7 +338,7 @@ def test_gradients_reach_every_extractor_and_the_user_embedding():
     for extractor in model.extractors:
         assert extractor.weight.grad.abs().sum() > 0
         assert extractor.bias.grad.abs().sum() > 0
-    grad = model.user_embedding.weight.grad
+    grad = model.user_embedding.weight.grad.to_dense()
     batch_users = sorted(set(TRAIN_BATCH[0]))
     assert (grad[batch_users].abs().sum(dim=1) > 0).all()
     others = [u for u in range(grad.shape[0]) if u not in batch_users]
@@ -335,7 +346,7 @@ def test_gradients_reach_every_extractor_and_the_user_embedding():
 
 
 def test_sparse_user_gradients_hold_only_the_batch_users():
-    dense, sparse = make_model(), make_model(sparse_user_gradients=True)
+    dense, sparse = make_model(sparse_user_gradients=False), make_model(sparse_user_gradients=True)
     for model in (dense, sparse):
         model.calculate_loss(batch(*TRAIN_BATCH)).backward()
     grad = sparse.user_embedding.weight.grad
@@ -351,6 +362,14 @@ def test_sparse_user_gradients_reject_what_lazy_adam_cannot_do(conflict):
     with pytest.raises(ConfigError, match=f"sparse_user_gradients.*{next(iter(conflict))}"):
         validate_options(config, MILK)
     validate_options(dict(config, sparse_user_gradients=False), MILK)
+
+
+@pytest.mark.parametrize("options, lazy", [({}, True), ({"weight_decay": 0.01}, False), ({"learner": "sgd"}, False),
+                                           ({"sparse_user_gradients": False}, False)])
+def test_auto_user_gradients_are_lazy_unless_an_option_needs_dense_ones(options, lazy):
+    config = dict(yaml.safe_load(MILK_YAML.read_text()), **options)
+    validate_options(config, MILK)  # auto never turns another option into an error
+    assert make_model(**options).user_embedding.sparse is lazy
 
 
 def test_training_step_projects_only_the_batch_items(monkeypatch):
@@ -494,7 +513,8 @@ def test_runs_on_cuda():
 def test_same_seed_same_run_gives_identical_outputs():
     def run():
         model = make_model()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        sparse = sparse_embedding_weights(model)  # the user table, trained by lazy Adam by default
+        optimizer = DenseSparseAdam([p for p in model.parameters() if all(p is not s for s in sparse)], sparse, lr=1e-2)
         losses = []
         for _ in range(4):
             optimizer.zero_grad()
@@ -515,15 +535,15 @@ def test_same_seed_same_run_gives_identical_outputs():
 # ----- options and construction -----------------------------------------------------------------------------------
 
 
-def test_yaml_defaults_are_the_authors_milk_with_every_option_of_ours_off():
+def test_yaml_defaults_are_the_authors_milk_with_every_option_of_ours_off_but_lazy_adam():
     defaults = model_defaults(MILK)
     assert set(MILK.option_rules) <= set(defaults)
     validate_options(defaults, MILK)
     assert defaults["embedding_size"] == 64 and defaults["reg_weight"] == 1e-4
     assert defaults["invariance_weight"] == 50 and defaults["env_loss_reduction"] == "sum"
     assert (defaults["fusion"], defaults["missing_modality"], defaults["extractor_hidden_sizes"]) == ("all", "imputed", [])
-    assert (defaults["modality_dropout"], defaults["score_calibration"], defaults["sparse_user_gradients"]) == (
-        0.0, "none", False)
+    assert (defaults["modality_dropout"], defaults["score_calibration"]) == (0.0, "none")
+    assert defaults["sparse_user_gradients"] == "auto"  # an optimiser detail: lazy Adam matched dense Adam (README)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from recbole_milk.optim import DenseSparseAdam, sparse_embedding_weights
+from recbole_milk.optim import DenseSparseAdam, LazyAdam, sparse_embedding_weights
 
 
 class TwoTables(nn.Module):
@@ -94,3 +94,27 @@ def test_a_dense_optimizer_state_is_refused_with_the_option_named():
 def test_needs_a_sparse_parameter():
     with pytest.raises(ValueError, match="torch.optim.Adam"):
         DenseSparseAdam(list(TwoTables(sparse=False).parameters()), [], lr=0.1)
+
+
+def test_lazy_adam_makes_sparse_adam_s_update_and_reads_its_state():
+    torch.manual_seed(0)
+    tables = [nn.Embedding(50, 4, sparse=True) for _ in range(2)]
+    tables[1].load_state_dict(tables[0].state_dict())
+    reference, lazy = torch.optim.SparseAdam(tables[0].parameters(), lr=0.05), LazyAdam(tables[1].parameters(), lr=0.05)
+    for _ in range(15):
+        users, weights = torch.randint(0, 50, (30,)), torch.randn(30, 4)  # repeated rows, as in a batch
+        for table, optimizer in zip(tables, (reference, lazy)):
+            optimizer.zero_grad()
+            (table(users) * weights).sum().pow(2).backward()
+            optimizer.step()
+    assert torch.allclose(tables[0].weight, tables[1].weight, atol=1e-6)
+    resumed = LazyAdam(tables[0].parameters(), lr=0.05)
+    resumed.load_state_dict(reference.state_dict())
+    assert resumed.state[tables[0].weight]["step"] == 15
+
+
+def test_lazy_adam_refuses_dense_gradients():
+    weight = nn.Parameter(torch.ones(3, 2))
+    weight.grad = torch.ones(3, 2)
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        LazyAdam([weight]).step()

@@ -8,6 +8,7 @@ from typing import Any, Dict, Tuple
 import torch
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation as recbole_data_preparation
+from recbole.data.dataloader import TrainDataLoader
 from recbole.data.utils import get_dataloader
 from recbole.utils import ModelType, set_color
 
@@ -21,6 +22,7 @@ from recbole_milk.data.dataset import (
     default_cache_path,
     split_mode,
 )
+from recbole_milk.data.epoch_negatives import with_epoch_negatives
 from recbole_milk.data.sampler import WarmItemSampler
 from recbole_milk.data.shards import sharded
 from recbole_milk.errors import DataError
@@ -141,9 +143,12 @@ def scoped_data_preparation(config: Any, dataset: NewItemDataset) -> Tuple[Any, 
 
 
 def _train_loader(config: Any, train: Any, sampler: Any) -> Any:
-    """RecBole's training loader for the model; in a multi-process run, this process's share of it. Models
-    without gradient training (Pop, ItemKNN, ...: typed TRADITIONAL) count over the whole epoch in every process."""
+    """RecBole's training loader for the model, drawing each epoch's negatives in one call; in a multi-process run,
+    this process's share of it. Models without gradient training (Pop, ItemKNN, ...: typed TRADITIONAL) count over
+    the whole epoch in every process."""
     loader_class = get_dataloader(config, "train")
+    if issubclass(loader_class, TrainDataLoader):
+        loader_class = with_epoch_negatives(loader_class)
     if distributed.is_distributed() and config["MODEL_TYPE"] == ModelType.GENERAL:
         return sharded(loader_class)(config, train, sampler, shuffle=config["shuffle"], rank=distributed.rank(),
                                      world=distributed.world_size())

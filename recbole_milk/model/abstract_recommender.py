@@ -140,7 +140,8 @@ class ContentRecommender(GeneralRecommender):
         """Prepared content of `items` (internal ids), or of every item."""
         if items is None:
             return ItemContent(self._tables("item_feature"), self.item_availability)
-        return ItemContent([table[items] for table in self._tables("item_feature")], self.item_availability[items])
+        return ItemContent([table.index_select(0, items) for table in self._tables("item_feature")],
+                           self.item_availability.index_select(0, items))
 
     def training_content(self, items: torch.Tensor) -> ItemContent:
         """item_content(items), with modalities hidden at rate `modality_dropout` in training mode: a hidden

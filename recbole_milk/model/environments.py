@@ -1,6 +1,7 @@
 """MILK's training environments (CEIM, paper eqs. 9-12 and 16): fusion weights from cyclic Dirichlet mixup, and
 the invariance objective over the per-environment losses."""
 import math
+from typing import Dict
 
 import torch
 
@@ -42,7 +43,11 @@ class EnvironmentSampler:
     so each modality carries the largest weight in exactly one of them. Without `cyclic_shift` they are M
     independent draws. Without `resample` the rows are drawn once, here, and returned on every call.
     Draws come from a private generator seeded with `seed`, so a run's environments depend on the seed alone.
+    The Dirichlet rows are drawn `draws_per_call` at a time and handed out in order: one vectorised draw serves
+    many training steps (a draw per step costs about as much as the rest of the environment losses).
     """
+
+    draws_per_call = 256
 
     def __init__(
         self,
@@ -58,6 +63,7 @@ class EnvironmentSampler:
         self.include_equal_env = include_equal_env
         self.cyclic_shift = cyclic_shift
         self.generator = torch.Generator().manual_seed(int(seed))
+        self._pending = torch.empty(0, num_modalities)  # Dirichlet rows drawn but not yet handed out
         self._fixed = None if resample else self._draw()
 
     @property
@@ -68,15 +74,31 @@ class EnvironmentSampler:
         """Weights of shape (num_environments, num_modalities) on CPU; each row sums to 1."""
         return self._fixed.clone() if self._fixed is not None else self._draw()
 
+    def state(self) -> Dict[str, torch.Tensor]:
+        """The generator's state and the rows drawn ahead: what a resumed run needs to draw on identically."""
+        return {"generator": self.generator.get_state(), "pending": self._pending.clone()}
+
+    def load_state(self, state: Dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"].cpu())
+        self._pending = state["pending"].cpu().clone()
+
+    def _dirichlet_rows(self, count: int) -> torch.Tensor:
+        if self._pending.shape[0] < count:
+            fresh = sample_dirichlet(self.dirichlet_alpha, max(count, self.draws_per_call), self.num_modalities,
+                                     self.generator)
+            self._pending = torch.cat([self._pending, fresh])
+        rows, self._pending = self._pending[:count], self._pending[count:]
+        return rows
+
     def _draw(self) -> torch.Tensor:
         m = self.num_modalities
         if self.cyclic_shift:
-            first = sample_dirichlet(self.dirichlet_alpha, 1, m, self.generator)[0]
+            first = self._dirichlet_rows(1)[0]
             # Row k is `first` rolled right by k places: row_k[i] = first[(i - k) mod M].
             shifts = torch.arange(m).unsqueeze(1)
             weights = first[(torch.arange(m).unsqueeze(0) - shifts) % m]
         else:
-            weights = sample_dirichlet(self.dirichlet_alpha, m, m, self.generator)
+            weights = self._dirichlet_rows(m)
         if self.include_equal_env:
             weights = torch.cat([torch.full((1, m), 1.0 / m), weights])
         return weights

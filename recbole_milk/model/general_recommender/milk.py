@@ -12,7 +12,7 @@ the content base, missing-aware training (`modality_dropout`) and per-pattern sc
 (`score_calibration`). properties/recommended/MILK.yaml combines them (--preset=recommended).
 """
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -42,6 +42,37 @@ from recbole_milk.options import (
 )
 
 SPARSE_GRADIENTS_KEY = "sparse_user_gradients"
+SPARSE_GRADIENTS_RULE = ((lambda value: value in (True, False, "auto")), "true, false or auto")
+
+
+def _option(config: Any, key: str, default: Any = None) -> Any:
+    """config[key] of a RecBole Config (None when unset) or of a plain dict; `default` when unset."""
+    try:
+        value = config[key]
+    except KeyError:
+        return default
+    return default if value is None else value
+
+
+def dense_gradient_options(config: Any) -> List[str]:
+    """The options set in `config` that lazy Adam cannot honour, each with what it would have to be."""
+    conflicts = []
+    if str(_option(config, "learner", "adam")).lower() != "adam":
+        conflicts.append(f"learner = {_option(config, 'learner')!r} (must be adam)")
+    if _option(config, "weight_decay"):
+        conflicts.append(f"weight_decay = {_option(config, 'weight_decay')!r} (must be 0; use reg_weight)")
+    if _option(config, "clip_grad_norm"):
+        conflicts.append(f"clip_grad_norm = {_option(config, 'clip_grad_norm')!r} (must be ~)")
+    if _option(config, "enable_scaler"):
+        conflicts.append("enable_scaler = True (must be False)")
+    return conflicts
+
+
+def lazy_user_updates(config: Any) -> bool:
+    """Whether the user table trains with sparse gradients and lazy Adam: `sparse_user_gradients` true, or auto
+    with no option that needs dense gradients."""
+    value = _option(config, SPARSE_GRADIENTS_KEY)
+    return value is True or (value == "auto" and not dense_gradient_options(config))
 
 
 class MILK(ContentRecommender):
@@ -74,7 +105,7 @@ class MILK(ContentRecommender):
         "imputation_weight": NON_NEGATIVE,
         "extractor_hidden_sizes": HIDDEN_SIZES,
         "extractor_activation": ACTIVATION_RULE,
-        SPARSE_GRADIENTS_KEY: BOOLEAN,
+        SPARSE_GRADIENTS_KEY: SPARSE_GRADIENTS_RULE,
     }
 
     @classmethod
@@ -83,24 +114,14 @@ class MILK(ContentRecommender):
             raise ConfigError("Option 'fusion' = 'learned' needs use_invariance: false: learned fusion weights replace "
                               "the invariance environments' mixing weights. Set use_invariance: false, or another "
                               "fusion.")
-        # Lazy Adam (torch.optim.SparseAdam) has no weight decay, and gradient clipping and AMP scaling need dense
-        # gradients; say so now rather than fail in the first training step.
-        if config.get(SPARSE_GRADIENTS_KEY) is not True:
-            return
-        conflicts = []
-        if str(config.get("learner", "adam")).lower() != "adam":
-            conflicts.append(f"learner = {config.get('learner')!r} (must be adam)")
-        if config.get("weight_decay"):
-            conflicts.append(f"weight_decay = {config.get('weight_decay')!r} (must be 0; use reg_weight)")
-        if config.get("clip_grad_norm"):
-            conflicts.append(f"clip_grad_norm = {config.get('clip_grad_norm')!r} (must be ~)")
-        if config.get("enable_scaler"):
-            conflicts.append("enable_scaler = True (must be False)")
+        # Lazy Adam has no weight decay, and gradient clipping and AMP scaling need dense gradients: when asked for
+        # explicitly, say so now rather than fail in the first training step (auto falls back to dense Adam).
+        conflicts = dense_gradient_options(config) if _option(config, SPARSE_GRADIENTS_KEY) is True else []
         if conflicts:
             raise ConfigError(
                 f"Option '{SPARSE_GRADIENTS_KEY}' = True cannot be combined with " + ", ".join(conflicts)
                 + f": the user table is then trained by lazy Adam. Change those options or set "
-                f"{SPARSE_GRADIENTS_KEY}: false.")
+                f"{SPARSE_GRADIENTS_KEY}: auto (dense Adam where lazy Adam cannot apply) or false.")
 
     def __init__(self, config: Any, dataset: Any):
         super().__init__(config, dataset)
@@ -117,8 +138,9 @@ class MILK(ContentRecommender):
         self.missing_modality = options["missing_modality"]
 
         # Sparse: a step updates only the batch's user rows (lazy Adam in the trainer), so epoch time stays linear
-        # in interactions as users grow. Dense (the default) is the paper's optimiser.
-        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size, sparse=options[SPARSE_GRADIENTS_KEY])
+        # in interactions as users grow. Dense is the authors' optimiser; both reach the same accuracy (README).
+        self.lazy_user_updates = lazy_user_updates(config)
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size, sparse=self.lazy_user_updates)
         self.extractors = ModalityExtractors(self.modality_sizes, self.embedding_size,
                                              options["extractor_hidden_sizes"], options["extractor_activation"])
         self.imputer = CrossModalImputer(self.num_modalities, self.embedding_size) \
@@ -177,46 +199,56 @@ class MILK(ContentRecommender):
         return self.fuse(embeddings, content.availability)
 
     def random_state(self) -> Dict[str, torch.Tensor]:
-        """State of the private environment generator, saved in resume points so a resumed run draws on."""
-        return {"environments": self.environments.generator.get_state()}
+        """State of the private environment generator and its drawn-ahead rows, saved in resume points so a resumed
+        run draws on."""
+        state = self.environments.state()
+        return {"environments": state["generator"], "environments_pending": state["pending"]}
 
     def load_random_state(self, state: Dict[str, torch.Tensor]) -> None:
-        self.environments.generator.set_state(state["environments"].cpu())
+        # Resume points written before draws were buffered hold the generator alone: nothing was drawn ahead.
+        pending = state.get("environments_pending", torch.empty(0, self.num_modalities))
+        self.environments.load_state({"generator": state["environments"], "pending": pending})
 
     # ----- training --------------------------------------------------------------------------------------------
 
-    def _environment_differences(self, pos_scores: torch.Tensor, neg_scores: torch.Tensor, pos_available: torch.Tensor,
-                                 neg_available: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """(B, E): negative minus positive score under every environment's fusion weights."""
-        if self.fusion == "all":
-            # Scores are linear in the fusion weights: score under env e = sum_m w_em <u, c^m>.
-            return (neg_scores - pos_scores) @ weights.t()
+    def _training_weights(self, like: torch.Tensor) -> torch.Tensor:
+        """(E, M) fusion weights of this step's environments: the CEIM environments, the learned fusion, or the
+        equal-weight fusion alone."""
+        if self.use_invariance:
+            return self.environments().to(device=like.device, dtype=like.dtype)
+        if self.fusion == "learned":
+            return torch.softmax(self.fusion_logits, dim=0).unsqueeze(0)
+        return torch.full((1, self.num_modalities), 1.0 / self.num_modalities, device=like.device, dtype=like.dtype)
 
-        def mixed(scores: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
-            per_item = self._available_weights(weights.unsqueeze(0) * available.unsqueeze(1).to(scores.dtype))
+    def _environment_differences(self, embeddings: torch.Tensor, availability: torch.Tensor, user_e: torch.Tensor,
+                                 pos: torch.Tensor, neg: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """(B, E): negative minus positive score under every environment's fusion weights, from the batch's distinct
+        items' per-modality embeddings (U, M, D) and the pairs' indices into them."""
+        if self.fusion == "all":
+            # Scores are linear in the fusion weights: score under env e = sum_m w_em <u, c^m>, so one per-modality
+            # score difference per pair serves every environment.
+            pair = embeddings.index_select(0, neg) - embeddings.index_select(0, pos)
+            return (pair * user_e.unsqueeze(1)).sum(dim=-1) @ weights.t()
+
+        def mixed(index: torch.Tensor) -> torch.Tensor:
+            scores = (embeddings.index_select(0, index) * user_e.unsqueeze(1)).sum(dim=-1)
+            available = availability.index_select(0, index).to(scores.dtype)
+            per_item = self._available_weights(weights.unsqueeze(0) * available.unsqueeze(1))
             return (per_item * scores.unsqueeze(1)).sum(dim=-1)
 
-        return mixed(neg_scores, neg_available) - mixed(pos_scores, pos_available)
+        return mixed(neg) - mixed(pos)
 
     def calculate_loss(self, interaction: Any) -> torch.Tensor:
         users = interaction[self.USER_ID]
+        # Every per-item quantity is computed once per distinct item of the batch and gathered by the pairs.
         items, pos, neg = batch_items(interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID])
         content = self.training_content(items)
         extracted = self.extractors(content.rows)
         embeddings = self.complete(extracted, content.availability)
-        pos_c, neg_c = embeddings[pos], embeddings[neg]
-        pos_available, neg_available = content.availability[pos], content.availability[neg]
         user_e = self.user_embedding(users)
 
-        pos_scores = (user_e.unsqueeze(1) * pos_c).sum(dim=-1)
-        neg_scores = (user_e.unsqueeze(1) * neg_c).sum(dim=-1)
-        if self.use_invariance:
-            weights = self.environments().to(device=user_e.device, dtype=user_e.dtype)
-        elif self.fusion == "learned":
-            weights = torch.softmax(self.fusion_logits, dim=0).unsqueeze(0)
-        else:
-            weights = torch.full((1, self.num_modalities), 1.0 / self.num_modalities, device=user_e.device)
-        differences = self._environment_differences(pos_scores, neg_scores, pos_available, neg_available, weights)
+        weights = self._training_weights(user_e)
+        differences = self._environment_differences(embeddings, content.availability, user_e, pos, neg, weights)
         env_losses = F.softplus(differences).mean(dim=0)
         if self.use_invariance:
             loss = combine_environment_losses(env_losses, self.env_loss_reduction, self.invariance_weight)
@@ -224,8 +256,9 @@ class MILK(ContentRecommender):
             loss = env_losses[0]
 
         if self.use_alignment:
-            positives = torch.unique(pos)
-            loss = loss + self.align_weight * alignment_loss(extracted[positives], content.availability[positives])
+            # Over the batch's distinct positive items: the other items' modalities count as unavailable.
+            is_positive = torch.zeros_like(items, dtype=torch.bool).index_fill_(0, pos, True)
+            loss = loss + self.align_weight * alignment_loss(extracted, content.availability & is_positive.unsqueeze(1))
         if self.imputer is not None:
             # Fit the imputer to predict each available modality from the others, leaving the extractors alone.
             target = extracted.detach()
@@ -233,6 +266,8 @@ class MILK(ContentRecommender):
             loss = loss + self.imputation_weight * masked_mse(self.imputer.predict(target, content.availability),
                                                                target, fitted)
 
-        pos_z, neg_z = self.fuse(pos_c, pos_available), self.fuse(neg_c, neg_available)
-        reg = (user_e.pow(2).sum(dim=1) + pos_z.pow(2).sum(dim=1) + neg_z.pow(2).sum(dim=1)).mean()
+        # Batch means of ||u||^2 + ||z_pos||^2 + ||z_neg||^2, with each item's ||z||^2 computed once.
+        item_norms = self.fuse(embeddings, content.availability).pow(2).sum(dim=1)
+        reg = user_e.pow(2).sum(dim=1).mean() + item_norms.index_select(0, pos).mean() \
+            + item_norms.index_select(0, neg).mean()
         return loss + self.reg_weight * reg
