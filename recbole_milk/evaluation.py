@@ -119,20 +119,30 @@ class GroupMetricAccumulator:
         """The top max(topk) items of each row of `scores`, on the CPU. On a GPU only these indices leave it."""
         return torch.topk(scores, min(self.topk[-1], scores.shape[1]), dim=1).indices.cpu()
 
-    def update(self, scores: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor) -> None:
-        """Add one batch: scores (users x items), and the (row, item) pairs of the batch's positives."""
-        self.add(self.top_items(scores), positive_u, positive_i, scores.shape[1])
+    def update(self, scores: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor,
+               columns: Optional[torch.Tensor] = None) -> None:
+        """Add one batch: scores (users x items, or users x `columns` item ids), and the (row, item id) pairs of
+        the batch's positives."""
+        self.add(self._item_ids(self.top_items(scores), columns), positive_u, positive_i, len(self.item_group))
 
-    def record(self, scores: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor) -> None:
+    def record(self, scores: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor,
+               columns: Optional[torch.Tensor] = None) -> None:
         """Keep one batch's top items and positives in `recorded` instead of adding them."""
-        self.recorded.append((self.top_items(scores), positive_u.cpu(), positive_i.cpu(), scores.shape[1]))
+        self.recorded.append((self._item_ids(self.top_items(scores), columns), positive_u.cpu(), positive_i.cpu(),
+                              len(self.item_group)))
+
+    @staticmethod
+    def _item_ids(top: torch.Tensor, columns: Optional[torch.Tensor]) -> torch.Tensor:
+        return top if columns is None else columns.cpu()[top]
 
     def add(self, top_items: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor, n_items: int) -> None:
         """Add one batch from its top items (users x max K, best first) and its positives (row, item)."""
         n_users, max_k = top_items.shape
-        positive = torch.zeros((n_users, n_items), dtype=torch.bool)
-        positive[positive_u.cpu(), positive_i.cpu()] = True
-        hits = positive.gather(1, top_items)
+        # Positives as sorted keys row * n_items + item, not a (users x items) matrix: at a million items a batch's
+        # matrix would cost more than its ranking.
+        keys = torch.unique(positive_u.cpu().long() * n_items + positive_i.cpu().long())
+        positive_rows, positive_items = keys // n_items, keys % n_items
+        hits = torch.isin(torch.arange(n_users).unsqueeze(1) * n_items + top_items, keys)
         ranks = torch.arange(1, max_k + 1, dtype=torch.float64)
         discounts = 1.0 / torch.log2(ranks + 1.0)
         self.evaluated += n_users
@@ -140,7 +150,7 @@ class GroupMetricAccumulator:
             self.shown[k_index] += torch.bincount(top_items[:, :k].reshape(-1), minlength=n_items).double()
         for group in range(len(self.group_names)):
             in_group = (self.item_group == group)
-            n_pos = (positive & in_group.unsqueeze(0)).sum(1).double()
+            n_pos = torch.bincount(positive_rows[in_group[positive_items]], minlength=n_users).double()
             group_hits = (hits & in_group[top_items]).double()
             counted = n_pos > 0
             self.users[group] += counted.sum()

@@ -68,7 +68,7 @@ class ShardedEvaluationMixin:
                 break
             if index < first:
                 if full:
-                    skip_tie_noise(len(batched_data[0]), self.tot_item_num, self._tie_generator)
+                    skip_tie_noise(len(batched_data[0]), self.ranked_columns(self.tot_item_num), self._tie_generator)
                 continue
             interaction, scores, positive_u, positive_i = eval_func(batched_data)
             self.eval_collector.eval_batch_collect(scores, interaction, positive_u, positive_i)

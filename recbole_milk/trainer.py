@@ -92,6 +92,8 @@ class NewItemTrainerMixin(ShardedEvaluationMixin):
         self._train_item_counts: Optional[torch.Tensor] = None
         self._use_accuracy_evaluator(config)
         self._candidate_items: Optional[torch.Tensor] = None
+        self._candidate_ids: Optional[torch.Tensor] = None
+        self._candidate_position: Optional[torch.Tensor] = None
         # On CUDA the tie-breaking noise is drawn on the GPU; on the CPU the generator (and so every tie) is as before.
         self._tie_generator = torch.Generator(device=self.device)
         self._epoch: Optional[int] = None
@@ -124,8 +126,11 @@ class NewItemTrainerMixin(ShardedEvaluationMixin):
         self.tensorboard = SummaryWriter(os.path.join(target_root, name)) if writer else NullTensorBoard()
 
     def _build_optimizer(self, **kwargs):
-        # Models with sparse-gradient embedding tables (MILK's sparse_user_gradients) get lazy Adam on those tables;
-        # the options it cannot combine with (learner, weight_decay, clip_grad_norm) are rejected by the Config.
+        # Models with sparse-gradient embedding tables (MILK's sparse_user_gradients, which the model may leave to
+        # the trainer to switch on) get lazy Adam on those tables; the options it cannot combine with (learner,
+        # weight_decay, clip_grad_norm) are rejected by the Config when asked for explicitly.
+        if getattr(self.model, "lazy_user_updates", False):
+            self.model.use_lazy_updates()
         params = list(kwargs.pop("params", self.model.parameters()))
         sparse_ids = {id(weight) for weight in sparse_embedding_weights(self.model)}
         sparse = [p for p in params if id(p) in sparse_ids]
@@ -349,6 +354,7 @@ class NewItemTrainerMixin(ShardedEvaluationMixin):
         candidates = getattr(eval_data, "candidate_items", None)
         # Moved once per evaluation, not once per batch.
         self._candidate_items = None if candidates is None else candidates.to(self.device)
+        self._rank_candidates_only(eval_data)
         dataset = eval_data._dataset
         self._ranking_metrics = None
         if not isinstance(eval_data, FullSortEvalDataLoader):
@@ -365,16 +371,62 @@ class NewItemTrainerMixin(ShardedEvaluationMixin):
             new_items=None if role is None else (role == ROLE_VALID) | (role == ROLE_TEST),
             tail_ratio=self.config["tail_ratio"])
 
+    def _rank_candidates_only(self, eval_data) -> None:
+        """Rank only the candidate columns when there are fewer candidates than items (and at least max(topk)):
+        the ranking is the same, and scoring, tie-breaking and top-K cost candidates, not items."""
+        self._candidate_ids = self._candidate_position = None
+        if self._candidate_items is None or not isinstance(eval_data, FullSortEvalDataLoader):
+            return
+        candidates = self._candidate_items.clone()
+        candidates[0] = False  # RecBole's padding item
+        ids = torch.nonzero(candidates).squeeze(1)
+        if len(ids) == len(candidates) - 1 or len(ids) < max(self.config["topk"]):
+            return
+        self._candidate_ids = ids
+        self._candidate_position = torch.full((len(candidates),), -1, dtype=torch.long, device=ids.device)
+        self._candidate_position[ids] = torch.arange(len(ids), device=ids.device)
+
+    def ranked_columns(self, item_num: int) -> int:
+        """How many columns one full-sort evaluation batch scores: the candidates, or every item."""
+        return item_num if self._candidate_ids is None else len(self._candidate_ids)
+
+    def _candidate_batch_scores(self, batched_data):
+        """(interaction, scores over the candidates (users x C), positives as (row, item id)) with the user's
+        history at -inf, as RecBole's _full_sort_batch_eval gives them over all items."""
+        interaction, history_index, positive_u, positive_i = batched_data
+        interaction = interaction.to(self.device)
+        if hasattr(self.model, "candidate_scores"):
+            scores = self.model.candidate_scores(interaction, self._candidate_ids)
+        else:
+            full = super()._full_sort_batch_eval((interaction, None, positive_u, positive_i))[1]
+            scores = full.index_select(1, self._candidate_ids)
+        if history_index is not None:
+            rows, items = history_index
+            columns = self._candidate_position[items.to(self.device)]
+            kept = columns >= 0
+            scores[rows.to(self.device)[kept], columns[kept]] = float("-inf")
+        return interaction, scores, positive_u, positive_i
+
     def _full_sort_batch_eval(self, batched_data):
-        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
-        scores = restrict_to_candidates(scores, self._candidate_items)
+        if self._candidate_ids is None:
+            interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+            scores = restrict_to_candidates(scores, self._candidate_items)
+            columns, ranked_i = None, positive_i
+        else:
+            interaction, scores, positive_u, positive_i = self._candidate_batch_scores(batched_data)
+            columns = self._candidate_ids
+            ranked_i = self._candidate_position[positive_i.to(self.device)].to(positive_i.device)
+            if bool((ranked_i < 0).any()):
+                raise RuntimeError("An evaluation positive is not among the candidate items; the scope's candidates "
+                                   "must hold every item it evaluates (recbole_milk/data/scopes.py).")
         scores = break_ties_at_random(scores, self._tie_generator)
         if self._ranking_metrics is not None:
             if distributed.is_distributed():  # added on every process once all have scored (_evaluate_in_blocks)
-                self._ranking_metrics.record(scores, positive_u, positive_i)
+                self._ranking_metrics.record(scores, positive_u, positive_i, columns)
             else:
-                self._ranking_metrics.update(scores, positive_u, positive_i)
-        return interaction, scores, positive_u, positive_i
+                self._ranking_metrics.update(scores, positive_u, positive_i, columns)
+        # RecBole's collector sees the candidate columns: its positives are their column positions.
+        return interaction, scores, positive_u, ranked_i
 
 
 class NewItemTrainer(NewItemTrainerMixin, Trainer):

@@ -19,7 +19,6 @@ from recbole_milk.model.environments import (
 )
 from recbole_milk.model.general_recommender.milk import MILK
 from recbole_milk.model.loss import alignment_loss
-from recbole_milk.optim import DenseSparseAdam, sparse_embedding_weights
 from recbole_milk.options import ConfigError, validate_options
 
 USER, ITEM, NEG = "user_id", "item_id", "neg_item_id"
@@ -369,7 +368,9 @@ def test_sparse_user_gradients_reject_what_lazy_adam_cannot_do(conflict):
 def test_auto_user_gradients_are_lazy_unless_an_option_needs_dense_ones(options, lazy):
     config = dict(yaml.safe_load(MILK_YAML.read_text()), **options)
     validate_options(config, MILK)  # auto never turns another option into an error
-    assert make_model(**options).user_embedding.sparse is lazy
+    model = make_model(**options)
+    assert model.lazy_user_updates is lazy
+    assert not model.user_embedding.sparse  # dense until a trainer asks: any torch optimiser can train it
 
 
 def test_training_step_projects_only_the_batch_items(monkeypatch):
@@ -513,8 +514,7 @@ def test_runs_on_cuda():
 def test_same_seed_same_run_gives_identical_outputs():
     def run():
         model = make_model()
-        sparse = sparse_embedding_weights(model)  # the user table, trained by lazy Adam by default
-        optimizer = DenseSparseAdam([p for p in model.parameters() if all(p is not s for s in sparse)], sparse, lr=1e-2)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
         losses = []
         for _ in range(4):
             optimizer.zero_grad()

@@ -90,13 +90,15 @@ def test_a_checkpoint_that_pickles_objects_is_refused_with_a_clear_message(toy, 
         run_recbole_milk("MILK", toy["dataset"], config_dict=dict(toy, resume_from=str(old)))
 
 
-def test_sparse_user_gradients_train_with_lazy_adam_and_reload(toy):
-    result = run_recbole_milk("MILK", toy["dataset"], config_dict=dict(toy, sparse_user_gradients=True))
+def test_milk_trains_its_user_table_with_lazy_adam_by_default_and_reloads(toy):
+    result = run_recbole_milk("MILK", toy["dataset"], config_dict=toy)
     checkpoint = torch.load(result["saved_model_file"], weights_only=True)
-    states = checkpoint["optimizer"]["optimizers"]  # dense Adam, then SparseAdam on the user table
+    states = checkpoint["optimizer"]["optimizers"]  # dense Adam, then lazy Adam on the user table
     assert len(states) == 2 and len(states[1]["param_groups"][0]["params"]) == 1
     _, model, _, _, _, _ = load_data_and_model(result["saved_model_file"])
-    assert model.user_embedding.sparse and result["test_result"]["ndcg@10"] >= 0
+    assert model.lazy_user_updates and result["test_result"]["ndcg@10"] >= 0
+    dense = run_recbole_milk("MILK", toy["dataset"], config_dict=dict(toy, sparse_user_gradients=False))
+    assert "optimizers" not in torch.load(dense["saved_model_file"], weights_only=True)["optimizer"]
 
 
 def test_reloaded_model_reproduces_the_test_metrics(toy):
@@ -241,3 +243,21 @@ def test_an_id_only_model_scores_like_random_on_new_items_and_above_it_on_warm_i
     assert abs(result["new"]["recall@10"] - mean) < max(6 * error, 0.03)
     warm_mean, _ = random_ranking_expectation(loaders["warm"][1], 10)["recall@10"]
     assert result["warm"]["recall@10"] > 1.5 * warm_mean
+
+
+@pytest.mark.parametrize("model", ["MILK", "BPR"])  # candidate_scores, and RecBole's full_sort_predict cut
+def test_ranking_only_the_candidates_gives_the_full_ranking_s_metrics(toy, monkeypatch, model):
+    from recbole_milk.trainer import NewItemTrainerMixin, get_trainer
+
+    result = run_recbole_milk(model, toy["dataset"], config_dict=dict(toy, metrics=["Recall", "NDCG", "ItemCoverage"], topk=[5], valid_metric="NDCG@5"))
+    config, model, _, _, _, test_data = load_data_and_model(result["saved_model_file"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    candidate_only = trainer.evaluate(test_data, load_best_model=False)
+    assert 0 < trainer.ranked_columns(test_data._dataset.item_num) < test_data._dataset.item_num - 1
+    groups, exposure = trainer.last_group_result, trainer.last_group_exposure
+    monkeypatch.setattr(NewItemTrainerMixin, "_rank_candidates_only",
+                        lambda self, eval_data: setattr(self, "_candidate_ids", None))  # every item scored
+    full = trainer.evaluate(test_data, load_best_model=False)
+    assert trainer.ranked_columns(test_data._dataset.item_num) == test_data._dataset.item_num
+    assert dict(candidate_only) == dict(full) and trainer.last_group_result == groups
+    assert trainer.last_group_exposure == exposure

@@ -56,11 +56,12 @@ class ItemRepresentationCache:
         self._value: Optional[torch.Tensor] = None
         self._key: Optional[tuple] = None
 
-    def get(self, module: nn.Module, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def get(self, module: nn.Module, compute: Callable[[], torch.Tensor], extra_key: tuple = ()) -> torch.Tensor:
+        """compute(), or the value kept from the last call with the same parameters, buffers and `extra_key`."""
         if module.training:
             return compute()
         tensors = list(module.parameters()) + list(module.buffers())
-        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        key = tuple((t.data_ptr(), t._version) for t in tensors) + tuple(extra_key)
         if self._value is None or self._key != key:
             with torch.no_grad():
                 self._value = compute()
@@ -126,6 +127,7 @@ class ContentRecommender(GeneralRecommender):
             self.register_buffer("calibration_scale", torch.ones(2 ** self.num_modalities))
             self.register_buffer("calibration_shift", torch.zeros(2 ** self.num_modalities))
         self._item_cache = ItemRepresentationCache()
+        self._candidate_cache = ItemRepresentationCache()
 
     # ----- content ---------------------------------------------------------------------------------------------
 
@@ -226,8 +228,9 @@ class ContentRecommender(GeneralRecommender):
         return self.item_embeddings(self.prepare_content(features, availability))
 
     def train(self, mode: bool = True) -> "ContentRecommender":
-        if mode:  # training resumes: drop the cached table (eval() keeps it while nothing changed)
+        if mode:  # training resumes: drop the cached tables (eval() keeps them while nothing changed)
             self._item_cache.clear()
+            self._candidate_cache.clear()
         return super().train(mode)
 
     def predict(self, interaction: Any) -> torch.Tensor:
@@ -238,6 +241,14 @@ class ContentRecommender(GeneralRecommender):
     def full_sort_predict(self, interaction: Any) -> torch.Tensor:
         users = self.user_embeddings(interaction[self.USER_ID])
         return (users @ self.item_representations().t()).view(-1)
+
+    def candidate_scores(self, interaction: Any, candidates: torch.Tensor) -> torch.Tensor:
+        """Scores (users x len(candidates)) of the interaction's users for the `candidates` item ids only; the
+        trainer ranks new items this way, so evaluation costs candidates, not the whole catalogue."""
+        users = self.user_embeddings(interaction[self.USER_ID])
+        table = self._candidate_cache.get(self, lambda: self.item_representations().index_select(0, candidates),
+                                          extra_key=(candidates.data_ptr(), len(candidates)))
+        return users @ table.t()
 
 
 class TwoStageRecommender(ContentRecommender):

@@ -137,10 +137,12 @@ class MILK(ContentRecommender):
         self.fusion = options["fusion"]
         self.missing_modality = options["missing_modality"]
 
-        # Sparse: a step updates only the batch's user rows (lazy Adam in the trainer), so epoch time stays linear
-        # in interactions as users grow. Dense is the authors' optimiser; both reach the same accuracy (README).
+        # Lazy: a step updates only the batch's user rows, so epoch time stays linear in interactions as users
+        # grow. Dense is the authors' optimiser; both reach the same accuracy (README). With auto the table is
+        # built dense, so any optimiser works on it, and the plugin's trainer switches it (use_lazy_updates).
         self.lazy_user_updates = lazy_user_updates(config)
-        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size, sparse=self.lazy_user_updates)
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size,
+                                           sparse=_option(config, SPARSE_GRADIENTS_KEY) is True)
         self.extractors = ModalityExtractors(self.modality_sizes, self.embedding_size,
                                              options["extractor_hidden_sizes"], options["extractor_activation"])
         self.imputer = CrossModalImputer(self.num_modalities, self.embedding_size) \
@@ -190,6 +192,10 @@ class MILK(ContentRecommender):
         """Rows of (..., M) non-negative weights renormalised to sum 1; an all-zero row becomes uniform."""
         weights = torch.where(weights.sum(dim=-1, keepdim=True) > 0, weights, torch.ones_like(weights))
         return weights / weights.sum(dim=-1, keepdim=True)
+
+    def use_lazy_updates(self) -> None:
+        """Give the user table sparse gradients, for lazy Adam; the trainer calls this when lazy_user_updates."""
+        self.user_embedding.sparse = True
 
     def user_representations(self, users: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.user_embedding.weight if users is None else self.user_embedding(users)
