@@ -40,6 +40,8 @@ BASELINES = ["DUIF", "VBPR", "MTPR", "DropoutNet", "Heater", "CLCRec", "CCFCRec"
 VARIANTS.update({name: (name, {}) for name in BASELINES})
 
 CURVE_RATIOS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Experiments that measure time: a fixed number of epochs (the profile's cost_overrides) instead of early stopping.
+TIMED_EXPERIMENTS = ("cost", "scaling")
 SCALES = (1, 2, 4)
 # The paper's scenario for M >= 3 modalities (section 5.3.1): 10% of new items complete, 45% miss one, 45% two.
 THREE_WAY = "10/45/45"
@@ -140,6 +142,9 @@ FULL = Profile(
         BASELINE_BLOCK,
         # The authors' dense Adam on the user table against the default lazy Adam (the "MILK" cells of main).
         Block("optimiser", ["MILK dense Adam"], ["FTMT", "MTMT"]),
+        # Which modality the missing-one items lack (TikTok: visual or acoustic), one group per pattern.
+        Block("patterns", ["MILK", "MILK recommended", "w/o both", "DUIF"], ["FTMT"], experiment="patterns",
+              seeds=[2023], extra={"item_groups": "pattern"}),
         Block("robustness", MAIN, ["FTFT"]),
         Block("ablations", ABLATIONS + ["MILK mean reduction"], ["FTMT", "FTFT"]),
         OPTIONS_BLOCK,
@@ -218,8 +223,8 @@ def expand(profile: Profile, blocks: Optional[List[str]] = None, dataset: Option
             for setting in block.settings:
                 for variant in block.variants:
                     model, overrides = VARIANTS[variant]
-                    overrides = dict(profile.base if block.experiment == "accuracy" else profile.cost_overrides,
-                                     **overrides)
+                    timed = block.experiment in TIMED_EXPERIMENTS
+                    overrides = dict(profile.cost_overrides if timed else profile.base, **overrides)
                     overrides.update(setting_overrides(setting))
                     overrides.update(block.extra)
                     cell = Cell(dataset, block.experiment, variant, setting, seed, model,

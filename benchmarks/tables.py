@@ -210,11 +210,11 @@ def curve_table(acc: Index, dataset: str) -> List[str]:
 
 
 def group_table(acc: Index, dataset: str, variants: Sequence[str],
-                settings: Sequence[str] = ("FTMT", "MTMT", grid.THREE_WAY)) -> List[str]:
+                settings: Sequence[str] = ("FTMT", "MTMT", grid.THREE_WAY), experiment: str = "accuracy") -> List[str]:
     rows = []
     for setting in settings:
         for variant in variants:
-            runs = acc.get((dataset, "accuracy", variant, setting))
+            runs = acc.get((dataset, experiment, variant, setting))
             if not runs:
                 continue
             groups = sorted({g for r in runs.values() for g in r.get("test_result_by_group", {})})

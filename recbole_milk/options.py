@@ -91,6 +91,7 @@ COMMON_RULES: OptionRules = {
     "test_missing_ratio": optional(in_range(0.0, 1.0)),
     "train_missing_ratio": optional(RATIO),
     "imputation": one_of("mean", "zero"),
+    "item_groups": one_of("count", "pattern"),
     "epochs": positive_int(),
     "nproc": positive_int(),
     "world_size": ((lambda value: isinstance(value, int) and not isinstance(value, bool) and (value == -1 or value > 0)),

@@ -359,8 +359,8 @@ class NewItemTrainerMixin(ShardedEvaluationMixin):
         self._ranking_metrics = None
         if not isinstance(eval_data, FullSortEvalDataLoader):
             return
-        item_group = getattr(dataset, "item_group", None)
-        names = getattr(dataset, "item_group_names", None)
+        grouping = getattr(dataset, "item_groups", None)
+        item_group, names = grouping(self.config["item_groups"]) if callable(grouping) else (None, None)
         self._has_groups = item_group is not None and bool(names)
         if not self._has_groups:  # one group of every item: the list metrics and the new-item share need no groups
             item_group, names = torch.zeros(dataset.item_num, dtype=torch.long), ["items"]

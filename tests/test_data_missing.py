@@ -142,3 +142,14 @@ def test_masks_are_nested_across_ratios_for_one_seed():
     for lower, higher in zip(masks, masks[1:]):
         assert (higher | ~lower).all()  # everything missing at the lower ratio is missing at the higher one
         assert higher.any(axis=1).sum() > lower.any(axis=1).sum()
+
+
+def test_items_group_by_missing_count_or_by_missing_pattern():
+    from recbole_milk.data.missing import missing_groups
+
+    availability = torch.tensor([[False, False], [True, True], [False, True], [True, False], [False, False]])
+    group, names = missing_groups(availability, ["visual", "acoustic"], "count")
+    assert group.tolist() == [0, 0, 1, 1, 2] and names == ["complete", "missing_1", "missing_2"]
+    group, names = missing_groups(availability, ["visual", "acoustic"], "pattern")
+    assert group.tolist() == [0, 0, 1, 2, 3]
+    assert names == ["complete", "missing_visual", "missing_acoustic", "missing_visual+acoustic"]

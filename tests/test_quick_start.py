@@ -261,3 +261,14 @@ def test_ranking_only_the_candidates_gives_the_full_ranking_s_metrics(toy, monke
     assert trainer.ranked_columns(test_data._dataset.item_num) == test_data._dataset.item_num
     assert dict(candidate_only) == dict(full) and trainer.last_group_result == groups
     assert trainer.last_group_exposure == exposure
+
+
+def test_groups_by_missing_pattern_split_the_missing_one_group(toy):
+    by_count = run_recbole_milk("MILK", toy["dataset"], config_dict=dict(toy, epochs=1), saved=False)
+    by_pattern = run_recbole_milk("MILK", toy["dataset"], config_dict=dict(toy, epochs=1, item_groups="pattern"),
+                                  saved=False)
+    patterns = {name: metrics["users"] for name, metrics in by_pattern["test_result_by_group"].items()}
+    assert set(patterns) <= {"complete", "missing_visual", "missing_acoustic", "missing_visual+acoustic"}
+    assert by_pattern["test_result"] == by_count["test_result"]  # grouping changes the report, not the ranking
+    assert by_pattern["test_result_by_group"]["complete"] == by_count["test_result_by_group"]["complete"]
+    assert set(by_pattern["test_exposure_by_group"]) - {"complete"}

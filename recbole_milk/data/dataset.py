@@ -23,6 +23,7 @@ from recbole_milk.data.missing import (
     derived_rng,
     imputation_value,
     impute,
+    missing_groups,
     missing_ratios,
     read_missing_file,
     simulate_missing,
@@ -102,7 +103,8 @@ class NewItemDataset(Dataset):
         simulated_missing: bool (item_num, M), True where the simulation (or missing_file) dropped the modality.
         imputation_values: per modality the (d_m,) float32 fill value.
         item_role: long (item_num,), ROLE_PAD / ROLE_WARM / ROLE_VALID / ROLE_TEST.
-        item_group: long (item_num,), number of missing modalities; item_group_names[k] names group k.
+        item_group: long (item_num,), number of missing modalities; item_group_names[k] names group k
+            (item_groups("pattern") groups by which modalities are missing).
         warm_holdout: None, or {"valid": keys, "test": keys} of the warm (user, item) pairs held out of training
             for the warm and all scopes, as sorted user * item_num + item (recbole_milk/data/scopes.py).
     """
@@ -176,10 +178,12 @@ class NewItemDataset(Dataset):
             filled[0] = 0.0
             self.item_features.append(filled)
 
-        self.item_group = (~available).sum(dim=1).long()
-        self.item_group[0] = 0
-        self.item_group_names = ["complete"] + [f"missing_{k}" for k in range(1, len(self.modality_names) + 1)]
+        self.item_group, self.item_group_names = missing_groups(available, self.modality_names)
         self._log_content()
+
+    def item_groups(self, by: str) -> Tuple[torch.Tensor, List[str]]:
+        """The items' evaluation groups by missing-modality count or pattern (recbole_milk.data.missing)."""
+        return missing_groups(self.item_availability, self.modality_names, by)
 
     def _item_tokens(self) -> np.ndarray:
         return np.asarray(self.field2id_token[self.iid_field])

@@ -125,3 +125,27 @@ def impute(features: torch.Tensor, available: torch.Tensor, fill: torch.Tensor) 
     filled = features.clone()
     filled[~available] = fill
     return filled
+
+
+GROUPINGS = ("count", "pattern")
+
+
+def missing_groups(availability: torch.Tensor, modality_names: Sequence[str],
+                   by: str = "count") -> Tuple[torch.Tensor, List[str]]:
+    """(group of each item (item_num,), group names) of the evaluation's per-group metrics; row 0 (PAD) in group 0.
+
+    count: by how many modalities an item misses (complete, missing_1, missing_2, ...). pattern: by which ones
+    (complete, missing_visual, missing_visual+acoustic, ...; group p has bit m set when modality m is missing).
+    """
+    missing = ~availability.bool()
+    if by == "count":
+        group = missing.sum(dim=1).long()
+        names = ["complete"] + [f"missing_{k}" for k in range(1, len(modality_names) + 1)]
+    elif by == "pattern":
+        group = (missing.long() * 2 ** torch.arange(len(modality_names))).sum(dim=1)
+        names = ["complete"] + ["missing_" + "+".join(name for m, name in enumerate(modality_names) if p >> m & 1)
+                                for p in range(1, 2 ** len(modality_names))]
+    else:
+        raise ValueError(f"unknown grouping {by!r}; expected one of {GROUPINGS}")
+    group[0] = 0
+    return group, names
