@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 from baseline_helpers import N_ITEMS, all_scores, make_config, make_dataset, make_model
+from recbole.data.interaction import Interaction
 
 from recbole_milk.model.abstract_recommender import ItemRepresentationCache
 from recbole_milk.model.content_inputs import (
@@ -101,3 +102,12 @@ def test_item_role_of_the_wrong_length_is_a_clear_error():
     dataset.item_role = dataset.item_role[:-1]
     with pytest.raises(ValueError, match="item_role"):
         make_model(DUIF, dataset)
+
+
+def test_candidate_scores_follow_the_candidates_they_are_given():
+    model = make_model(DUIF)
+    model.eval()
+    users = Interaction({model.USER_ID: torch.tensor([1, 2])})
+    full = model.full_sort_predict(users).view(2, -1)
+    for candidates in (torch.tensor([1, 3, 4]), torch.tensor([2, 5, 6])):  # same length, other items
+        assert torch.allclose(model.candidate_scores(users, candidates), full[:, candidates])

@@ -128,6 +128,7 @@ class ContentRecommender(GeneralRecommender):
             self.register_buffer("calibration_shift", torch.zeros(2 ** self.num_modalities))
         self._item_cache = ItemRepresentationCache()
         self._candidate_cache = ItemRepresentationCache()
+        self._candidate_source: Optional[torch.Tensor] = None
 
     # ----- content ---------------------------------------------------------------------------------------------
 
@@ -246,8 +247,13 @@ class ContentRecommender(GeneralRecommender):
         """Scores (users x len(candidates)) of the interaction's users for the `candidates` item ids only; the
         trainer ranks new items this way, so evaluation costs candidates, not the whole catalogue."""
         users = self.user_embeddings(interaction[self.USER_ID])
+        # Keyed on the candidates object itself, kept here: a freed tensor's address could come back holding other
+        # candidates, an object that is still referenced cannot.
+        if candidates is not self._candidate_source:
+            self._candidate_cache.clear()
+            self._candidate_source = candidates
         table = self._candidate_cache.get(self, lambda: self.item_representations().index_select(0, candidates),
-                                          extra_key=(candidates.data_ptr(), len(candidates)))
+                                          extra_key=(candidates._version,))
         return users @ table.t()
 
 
