@@ -28,12 +28,13 @@ def break_ties_at_random(scores: torch.Tensor, generator: torch.Generator) -> to
     items by first appearance, which turns constant-score models into popularity oracles.
     """
     scores32 = scores.float()
-    gap = torch.nextafter(scores32, torch.tensor(float("inf"), device=scores32.device)) - scores32
+    gap = torch.nextafter(scores32, torch.tensor(float("inf"), device=scores32.device)).sub_(scores32)
     # A generator on the scores' device (the trainer's choice on CUDA) draws there: no copy of the noise per batch.
-    noise = _tie_noise(scores32.shape, generator).to(scores32.device)
-    # In float64, so that the jitter of a score near 0 (gap about 1e-45) does not underflow to 0.
-    jitter = torch.where(torch.isfinite(scores32), 0.5 * noise * gap.double(), torch.zeros_like(noise))
-    return scores32.double() + jitter
+    # In float64, so that the jitter of a score near 0 (gap about 1e-45) does not underflow to 0. In place: at a
+    # million candidates every temporary of a batch is tens of megabytes.
+    jitter = _tie_noise(scores32.shape, generator).to(scores32.device).mul_(0.5).mul_(gap.double())
+    jitter.masked_fill_(~torch.isfinite(scores32), 0.0)
+    return jitter.add_(scores32.double())
 
 
 def skip_tie_noise(rows: int, n_items: int, generator: torch.Generator) -> None:
