@@ -20,14 +20,29 @@ def restrict_to_candidates(scores: torch.Tensor, candidate_items: Optional[torch
     return scores
 
 
-def break_ties_at_random(scores: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Return float64 scores whose order is the float32 order, with equal scores ordered at random.
+def break_ties_at_random(scores: torch.Tensor, generator: torch.Generator, depth: Optional[int] = None) -> torch.Tensor:
+    """Scores whose order is the float32 order, with equal scores ordered at random.
 
-    Each finite score gets a jitter below half the gap to the next float32 value, so distinct scores keep their
-    order while equal ones are shuffled. Without it topk returns the lowest ids among ties, and RecBole numbers
-    items by first appearance, which turns constant-score models into popularity oracles.
+    Each finite score of a row that needs it gets a jitter below half the gap to the next float32 value (in
+    float64), so distinct scores keep their order while equal ones are shuffled. Without it topk returns the
+    lowest ids among ties, and RecBole numbers items by first appearance, which turns constant-score models into
+    popularity oracles. With `depth` (the largest top-K read), a row whose best depth + 1 scores are finite and
+    distinct already has one top-`depth` list, so only the other rows are jittered, and the float32 scores come back
+    unchanged when no row needs it.
     """
     scores32 = scores.float()
+    if depth is None or depth >= scores32.shape[1]:
+        return _jittered(scores32, generator)
+    best = torch.topk(scores32, depth + 1, dim=1).values
+    tied = ((best[:, :-1] == best[:, 1:]).any(dim=1) | ~torch.isfinite(best).all(dim=1)).nonzero().squeeze(1)
+    if tied.numel() == 0:
+        return scores32
+    out = scores32.double()
+    out[tied] = _jittered(scores32[tied], generator)
+    return out
+
+
+def _jittered(scores32: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     gap = torch.nextafter(scores32, torch.tensor(float("inf"), device=scores32.device)).sub_(scores32)
     # A generator on the scores' device (the trainer's choice on CUDA) draws there: no copy of the noise per batch.
     # In float64, so that the jitter of a score near 0 (gap about 1e-45) does not underflow to 0. In place: at a
@@ -35,12 +50,6 @@ def break_ties_at_random(scores: torch.Tensor, generator: torch.Generator) -> to
     jitter = _tie_noise(scores32.shape, generator).to(scores32.device).mul_(0.5).mul_(gap.double())
     jitter.masked_fill_(~torch.isfinite(scores32), 0.0)
     return jitter.add_(scores32.double())
-
-
-def skip_tie_noise(rows: int, n_items: int, generator: torch.Generator) -> None:
-    """Advance `generator` past the noise break_ties_at_random draws for a (rows, n_items) batch, as a process of a
-    multi-process evaluation does for the batches another process scores."""
-    _tie_noise((rows, n_items), generator)
 
 
 def _tie_noise(shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:

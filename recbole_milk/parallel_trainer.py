@@ -4,8 +4,8 @@ sent to the others, gradient averaging in the optimiser, and evaluation split ac
 Evaluation: each process scores a contiguous block of the one-process evaluation batches, and the pieces RecBole's
 collector and the group metrics keep per user (the top-K hits, the top-K items) are gathered and put back in batch
 order, so every process computes the metrics of the whole ranking, the ones one process gets for the same weights.
-Random tie-breaking draws from one seeded generator batch after batch; a process draws (and drops) the noise of the
-batches before its block, so each batch gets the noise it gets in one process.
+Random tie-breaking seeds its generator per batch from the run's seed and the batch's place, so each batch gets the
+noise it gets in one process, and a process skips the batches before its block without drawing for them.
 """
 from typing import Any, Callable, Dict, Tuple
 
@@ -14,7 +14,6 @@ from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.utils import EvaluatorType
 
 from recbole_milk import distributed
-from recbole_milk.evaluation import skip_tie_noise
 
 # The collector's entries that hold one row per evaluated user (or interaction); RecBole clears exactly these
 # between evaluations. The others (item counts, ...) come from the training data and agree across processes.
@@ -68,7 +67,7 @@ class ShardedEvaluationMixin:
                 break
             if index < first:
                 if full:
-                    skip_tie_noise(len(batched_data[0]), self.ranked_columns(self.tot_item_num), self._tie_generator)
+                    self.skip_tie_batch()
                 continue
             interaction, scores, positive_u, positive_i = eval_func(batched_data)
             self.eval_collector.eval_batch_collect(scores, interaction, positive_u, positive_i)

@@ -96,6 +96,7 @@ class NewItemTrainerMixin(ShardedEvaluationMixin):
         self._candidate_position: Optional[torch.Tensor] = None
         # On CUDA the tie-breaking noise is drawn on the GPU; on the CPU the generator (and so every tie) is as before.
         self._tie_generator = torch.Generator(device=self.device)
+        self._tie_batch = 0
         self._epoch: Optional[int] = None
         self._resumed = False
         self._pending_loader_state: Optional[torch.Tensor] = None
@@ -350,7 +351,7 @@ class NewItemTrainerMixin(ShardedEvaluationMixin):
 
     def _start_ranking(self, eval_data) -> None:
         # The same seed gives the same tie-breaks in every evaluation, independent of training's RNG state.
-        self._tie_generator.manual_seed(int(self.config["seed"]))
+        self._tie_batch = 0
         candidates = getattr(eval_data, "candidate_items", None)
         # Moved once per evaluation, not once per batch.
         self._candidate_items = None if candidates is None else candidates.to(self.device)
@@ -386,9 +387,16 @@ class NewItemTrainerMixin(ShardedEvaluationMixin):
         self._candidate_position = torch.full((len(candidates),), -1, dtype=torch.long, device=ids.device)
         self._candidate_position[ids] = torch.arange(len(ids), device=ids.device)
 
-    def ranked_columns(self, item_num: int) -> int:
-        """How many columns one full-sort evaluation batch scores: the candidates, or every item."""
-        return item_num if self._candidate_ids is None else len(self._candidate_ids)
+    def _next_tie_generator(self) -> torch.Generator:
+        """The tie-breaking generator of the next evaluation batch, seeded by the run's seed and the batch's place:
+        a batch's ties break alike wherever it is scored, and a process of a multi-process evaluation skips the
+        batches of the others without drawing for them (skip_tie_batch)."""
+        self._tie_generator.manual_seed((int(self.config["seed"]) * 1_000_003 + self._tie_batch) % 2 ** 63)
+        self._tie_batch += 1
+        return self._tie_generator
+
+    def skip_tie_batch(self) -> None:
+        self._tie_batch += 1
 
     def _candidate_batch_scores(self, batched_data):
         """(interaction, scores over the candidates (users x C), positives as (row, item id)) with the user's
@@ -419,7 +427,7 @@ class NewItemTrainerMixin(ShardedEvaluationMixin):
             if bool((ranked_i < 0).any()):
                 raise RuntimeError("An evaluation positive is not among the candidate items; the scope's candidates "
                                    "must hold every item it evaluates (recbole_milk/data/scopes.py).")
-        scores = break_ties_at_random(scores, self._tie_generator)
+        scores = break_ties_at_random(scores, self._next_tie_generator(), depth=max(self.config["topk"]))
         if self._ranking_metrics is not None:
             if distributed.is_distributed():  # added on every process once all have scored (_evaluate_in_blocks)
                 self._ranking_metrics.record(scores, positive_u, positive_i, columns)

@@ -216,3 +216,15 @@ def test_long_tail_is_recboles():
 def test_popularity_metrics_need_the_training_counts():
     with pytest.raises(ValueError, match="AveragePopularity"):
         GroupMetricAccumulator(torch.zeros(3, dtype=torch.long), ["all"], topk=[1], metrics=["AveragePopularity"])
+
+
+def test_depth_limited_tie_break_jitters_only_rows_whose_top_is_not_unique():
+    distinct = torch.tensor([[5.0, 4.0, 3.0, 1.0, 1.0]])  # the tie lies below the top 2 (+1)
+    assert torch.equal(break_ties_at_random(distinct, torch.Generator().manual_seed(0), depth=2), distinct)
+    tied = torch.tensor([[5.0, 4.0, 3.0, 1.0, 1.0], [2.0, 2.0, 2.0, 0.0, -1.0]])
+    broken = break_ties_at_random(tied, torch.Generator().manual_seed(0), depth=2)
+    assert broken.dtype == torch.float64 and torch.equal(broken[0], tied[0].double())  # row 0 keeps its scores
+    assert len(set(broken[1, :3].tolist())) == 3 and broken[1, :3].min() > broken[1, 3]  # row 1's tie is broken
+    winners = torch.stack([break_ties_at_random(torch.zeros(1, 5), torch.Generator().manual_seed(s), depth=1)
+                           .argmax(dim=1) for s in range(2000)]).view(-1)
+    assert torch.all((torch.bincount(winners, minlength=5).double() - 400).abs() < 80)

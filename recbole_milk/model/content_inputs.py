@@ -12,6 +12,9 @@ import torch.nn.functional as F
 from recbole_milk.errors import ConfigError, DataError
 
 
+NORMALIZE_ROWS = 65536  # rows normalised at a time
+
+
 @dataclass
 class ItemContent:
     """Prepared feature rows of n items, one (n, d_m) tensor per modality, and their availability (n, M)."""
@@ -73,8 +76,13 @@ def prepare_modalities(features: Sequence[torch.Tensor], availability: torch.Ten
     for m, (rows, fill) in enumerate(zip(features, fills)):
         rows = rows.to(device=fill.device, dtype=torch.float32)
         rows = torch.where(availability[:, m: m + 1].to(fill.device), rows, fill)
-        # In float64: the float32 norm of a row with entries above ~1e19 overflows and zeroes the whole row.
-        prepared.append(F.normalize(rows.double(), dim=1).float() if normalize else rows)
+        if normalize:
+            # In float64: the float32 norm of a row with entries above ~1e19 overflows and zeroes the whole row.
+            # By row blocks, so the float64 copy never holds more than one block.
+            for start in range(0, rows.shape[0], NORMALIZE_ROWS):
+                block = rows[start:start + NORMALIZE_ROWS]
+                block.copy_(F.normalize(block.double(), dim=1))
+        prepared.append(rows)
     return prepared
 
 
