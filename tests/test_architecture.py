@@ -12,7 +12,8 @@ LAYERS = [
     ("data", "pretrained"),
     ("model",),
     ("utils", "config", "option_docs"),
-    ("evaluation", "optim", "checkpoint", "resume", "parallel_trainer", "trainer", "calibration", "inference"),
+    ("evaluation", "optim", "checkpoint", "resume", "parallel_trainer", "ranking", "trainer", "calibration",
+     "inference"),
     ("stage_one", "quick_start", "parallel_tuning", "integration", "search", "item_store", "service", "http_api",
      "serve"),
 ]

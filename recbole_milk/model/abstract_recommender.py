@@ -143,6 +143,7 @@ class ContentRecommender(GeneralRecommender):
         """Prepared content of `items` (internal ids), or of every item."""
         if items is None:
             return ItemContent(self._tables("item_feature"), self.item_availability)
+        items = torch.as_tensor(items, dtype=torch.long, device=self.item_availability.device)
         return ItemContent([table.index_select(0, items) for table in self._tables("item_feature")],
                            self.item_availability.index_select(0, items))
 
