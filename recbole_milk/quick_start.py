@@ -77,6 +77,12 @@ def _evaluate(trainer: Any, loader: Any, saved: bool, config: Config) -> Dict[st
             "exposure": trainer.last_group_exposure, "new_item_share": trainer.last_new_item_share}
 
 
+def _evaluated(evaluation: Dict[str, Any]) -> Dict[str, Any]:
+    """_evaluate's answer from an evaluation the trainer kept (NewItemTrainerMixin.best_evaluation)."""
+    return {"result": _plain_metrics(evaluation["result"]), "groups": evaluation["groups"],
+            "exposure": evaluation["exposure"], "new_item_share": evaluation["new_item_share"]}
+
+
 def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
     logger = getLogger()
     dataset = create_dataset(config)
@@ -107,7 +113,9 @@ def _train_and_test(config: Config, saved: bool) -> Dict[str, Any]:
     # The selected model on every scope, per group too; validation first: what model selection may look at.
     valid, test = {}, {}
     for scope in scopes:
-        valid[scope] = _evaluate(trainer, loaders[scope][0], saved, config)
+        # Training evaluated the saved model on the first scope's validation split already (unless calibrated).
+        best = trainer.best_evaluation if saved and calibration is None and scope == scopes[0] else None
+        valid[scope] = _evaluated(best) if best is not None else _evaluate(trainer, loaders[scope][0], saved, config)
         test[scope] = _evaluate(trainer, loaders[scope][1], saved, config)
     first = test[scopes[0]]
     artifact_file = None

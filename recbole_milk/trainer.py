@@ -82,6 +82,9 @@ class NewItemTrainerMixin(CandidateRankingMixin, ShardedEvaluationMixin):
         self.last_group_result: Dict[str, Dict[str, float]] = {}
         self.last_group_exposure: Dict[str, Dict[str, float]] = {}
         self.last_new_item_share: Dict[str, float] = {}
+        # The validation of the saved (best) model, so that it need not be evaluated again after training.
+        self.best_evaluation: Optional[Dict[str, Any]] = None
+        self._last_evaluation: Optional[Dict[str, Any]] = None
         self._ranking_metrics: Optional[GroupMetricAccumulator] = None
         self._has_groups = False
         self._train_item_counts: Optional[torch.Tensor] = None
@@ -194,6 +197,9 @@ class NewItemTrainerMixin(CandidateRankingMixin, ShardedEvaluationMixin):
             save_torch(self.saved_model_file, checkpoint)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        # RecBole saves right after the validation that improved: that evaluation is the best model's.
+        last = self._last_evaluation
+        self.best_evaluation = last if last is not None and last["epoch"] == epoch else None
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         if distributed.is_writer():
             save_torch(saved_model_file, self._checkpoint_state(epoch))
@@ -334,6 +340,8 @@ class NewItemTrainerMixin(CandidateRankingMixin, ShardedEvaluationMixin):
         self.last_new_item_share = accumulator.new_item_share(decimals) if accumulator else {}
         if result is not None and accumulator is not None and accumulator.list_metrics:
             result = self._in_metric_order(result, accumulator.list_result(decimals))
+        self._last_evaluation = {"epoch": self._epoch, "result": result, "groups": self.last_group_result,
+                                 "exposure": self.last_group_exposure, "new_item_share": self.last_new_item_share}
         return result
 
     def _in_metric_order(self, accuracy: Dict[str, float], lists: Dict[str, float]) -> "OrderedDict[str, float]":

@@ -272,3 +272,20 @@ def test_groups_by_missing_pattern_split_the_missing_one_group(toy):
     assert by_pattern["test_result"] == by_count["test_result"]  # grouping changes the report, not the ranking
     assert by_pattern["test_result_by_group"]["complete"] == by_count["test_result_by_group"]["complete"]
     assert set(by_pattern["test_exposure_by_group"]) - {"complete"}
+
+
+def test_the_best_validation_is_kept_from_training_not_evaluated_again(toy, monkeypatch):
+    from recbole_milk.trainer import NewItemTrainerMixin, get_trainer
+
+    calls = []
+    evaluate = NewItemTrainerMixin.evaluate
+    monkeypatch.setattr(NewItemTrainerMixin, "evaluate", lambda self, data, *args, **kwargs:
+                        calls.append(data.phase) or evaluate(self, data, *args, **kwargs))
+    result = run_recbole_milk("MILK", toy["dataset"], config_dict=toy)  # 4 epochs, validation every 2
+    assert calls == ["valid", "valid", "test"]
+    config, model, _, _, valid_data, _ = load_data_and_model(result["saved_model_file"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    again = trainer.evaluate(valid_data, load_best_model=False)
+    assert {key: float(value) for key, value in again.items()} == result["best_valid_result"]
+    assert trainer.last_group_result == result["valid_result_by_group"]
+    assert trainer.last_group_exposure == result["valid_exposure_by_group"]
