@@ -92,7 +92,7 @@ class NewItemTrainerMixin(CandidateRankingMixin, ShardedEvaluationMixin):
         self._candidate_items: Optional[torch.Tensor] = None
         self._candidate_ids: Optional[torch.Tensor] = None
         self._candidate_position: Optional[torch.Tensor] = None
-        # On CUDA the tie-breaking noise is drawn on the GPU; on the CPU the generator (and so every tie) is as before.
+        # On CUDA the tie-breaking noise is drawn on the GPU (recbole_milk.ranking seeds it per batch).
         self._tie_generator = torch.Generator(device=self.device)
         self._tie_batch = 0
         self._epoch: Optional[int] = None
