@@ -30,16 +30,26 @@ def break_ties_at_random(scores: torch.Tensor, generator: torch.Generator, depth
     distinct already has one top-`depth` list, so only the other rows are jittered, and the float32 scores come back
     unchanged when no row needs it.
     """
+    return rank_with_random_ties(scores, generator, depth)[0]
+
+
+def rank_with_random_ties(scores: torch.Tensor, generator: torch.Generator,
+                          depth: Optional[int] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(break_ties_at_random's scores, each row's top `depth` columns best first): the top-K that finds the ties
+    serves the group metrics too. The columns are None without a depth below the row length."""
     scores32 = scores.float()
     if depth is None or depth >= scores32.shape[1]:
-        return _jittered(scores32, generator)
-    best = torch.topk(scores32, depth + 1, dim=1).values
-    tied = ((best[:, :-1] == best[:, 1:]).any(dim=1) | ~torch.isfinite(best).all(dim=1)).nonzero().squeeze(1)
+        return _jittered(scores32, generator), None
+    best = torch.topk(scores32, depth + 1, dim=1)
+    top = best.indices[:, :depth]
+    tied = ((best.values[:, :-1] == best.values[:, 1:]).any(dim=1)
+            | ~torch.isfinite(best.values).all(dim=1)).nonzero().squeeze(1)
     if tied.numel() == 0:
-        return scores32
+        return scores32, top
     out = scores32.double()
     out[tied] = _jittered(scores32[tied], generator)
-    return out
+    top[tied] = torch.topk(out[tied], depth, dim=1).indices
+    return out, top
 
 
 def _jittered(scores32: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -130,19 +140,20 @@ class GroupMetricAccumulator:
         return torch.topk(scores, min(self.topk[-1], scores.shape[1]), dim=1).indices.cpu()
 
     def update(self, scores: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor,
-               columns: Optional[torch.Tensor] = None) -> None:
+               columns: Optional[torch.Tensor] = None, top: Optional[torch.Tensor] = None) -> None:
         """Add one batch: scores (users x items, or users x `columns` item ids), and the (row, item id) pairs of
-        the batch's positives."""
-        self.add(self._item_ids(self.top_items(scores), columns), positive_u, positive_i, len(self.item_group))
+        the batch's positives. `top`: the rows' top max(topk) columns when the caller has them already."""
+        self.add(self._top_item_ids(scores, columns, top), positive_u, positive_i, len(self.item_group))
 
     def record(self, scores: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor,
-               columns: Optional[torch.Tensor] = None) -> None:
+               columns: Optional[torch.Tensor] = None, top: Optional[torch.Tensor] = None) -> None:
         """Keep one batch's top items and positives in `recorded` instead of adding them."""
-        self.recorded.append((self._item_ids(self.top_items(scores), columns), positive_u.cpu(), positive_i.cpu(),
+        self.recorded.append((self._top_item_ids(scores, columns, top), positive_u.cpu(), positive_i.cpu(),
                               len(self.item_group)))
 
-    @staticmethod
-    def _item_ids(top: torch.Tensor, columns: Optional[torch.Tensor]) -> torch.Tensor:
+    def _top_item_ids(self, scores: torch.Tensor, columns: Optional[torch.Tensor],
+                      top: Optional[torch.Tensor]) -> torch.Tensor:
+        top = self.top_items(scores) if top is None else top.cpu()
         return top if columns is None else columns.cpu()[top]
 
     def add(self, top_items: torch.Tensor, positive_u: torch.Tensor, positive_i: torch.Tensor, n_items: int) -> None:

@@ -82,6 +82,9 @@ def needs_warm_holdout(scopes: Optional[Sequence[str]]) -> bool:
 # each scope (recbole_milk/evaluation.py), from full rankings.
 LIST_METRICS = ("itemcoverage", "averagepopularity", "giniindex", "tailpercentage")
 
+# How evaluation groups items for its per-group metrics (recbole_milk.data.missing.missing_groups).
+ITEM_GROUPINGS = ("count", "pattern")
+
 # Options shared by every model the plugin runs.
 COMMON_RULES: OptionRules = {
     "cold_item_ratio": in_range(0.0, 1.0, low_open=True, high_open=True),
@@ -91,7 +94,7 @@ COMMON_RULES: OptionRules = {
     "test_missing_ratio": optional(in_range(0.0, 1.0)),
     "train_missing_ratio": optional(RATIO),
     "imputation": one_of("mean", "zero"),
-    "item_groups": one_of("count", "pattern"),
+    "item_groups": one_of(*ITEM_GROUPINGS),
     "epochs": positive_int(),
     "nproc": positive_int(),
     "world_size": ((lambda value: isinstance(value, int) and not isinstance(value, bool) and (value == -1 or value > 0)),

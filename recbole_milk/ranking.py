@@ -11,7 +11,7 @@ from recbole_milk import distributed
 from recbole_milk.data.roles import ROLE_TEST, ROLE_VALID
 from recbole_milk.evaluation import (
     GroupMetricAccumulator,
-    break_ties_at_random,
+    rank_with_random_ties,
     restrict_to_candidates,
 )
 
@@ -97,11 +97,11 @@ class CandidateRankingMixin:
             if bool((ranked_i < 0).any()):
                 raise RuntimeError("An evaluation positive is not among the candidate items; the scope's candidates "
                                    "must hold every item it evaluates (recbole_milk/data/scopes.py).")
-        scores = break_ties_at_random(scores, self._next_tie_generator(), depth=max(self.config["topk"]))
+        scores, top = rank_with_random_ties(scores, self._next_tie_generator(), depth=max(self.config["topk"]))
         if self._ranking_metrics is not None:
             if distributed.is_distributed():  # added on every process once all have scored (_evaluate_in_blocks)
-                self._ranking_metrics.record(scores, positive_u, positive_i, columns)
+                self._ranking_metrics.record(scores, positive_u, positive_i, columns, top)
             else:
-                self._ranking_metrics.update(scores, positive_u, positive_i, columns)
+                self._ranking_metrics.update(scores, positive_u, positive_i, columns, top)
         # RecBole's collector sees the candidate columns: its positives are their column positions.
         return interaction, scores, positive_u, ranked_i

@@ -228,3 +228,12 @@ def test_depth_limited_tie_break_jitters_only_rows_whose_top_is_not_unique():
     winners = torch.stack([break_ties_at_random(torch.zeros(1, 5), torch.Generator().manual_seed(s), depth=1)
                            .argmax(dim=1) for s in range(2000)]).view(-1)
     assert torch.all((torch.bincount(winners, minlength=5).double() - 400).abs() < 80)
+
+
+def test_ranking_with_random_ties_returns_the_top_of_the_scores_it_returns():
+    from recbole_milk.evaluation import rank_with_random_ties
+
+    scores = torch.tensor([[5.0, 4.0, 3.0, 1.0, 1.0], [2.0, 2.0, 2.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    broken, top = rank_with_random_ties(scores, torch.Generator().manual_seed(1), depth=2)
+    assert torch.equal(top, torch.topk(broken, 2, dim=1).indices)
+    assert top[0].tolist() == [0, 1] and set(top[1].tolist()) <= {0, 1, 2}

@@ -14,6 +14,7 @@ import torch
 
 from recbole_milk.atomic import write_json
 from recbole_milk.errors import DataError
+from recbole_milk.options import ITEM_GROUPINGS
 
 # (test_missing_ratio, train_missing_ratio) per setting, paper section 5.1: FT/MT = full/missing train/test.
 SETTING_RATIOS: Dict[str, Tuple[float, float]] = {
@@ -127,9 +128,6 @@ def impute(features: torch.Tensor, available: torch.Tensor, fill: torch.Tensor) 
     return features
 
 
-GROUPINGS = ("count", "pattern")
-
-
 def missing_groups(availability: torch.Tensor, modality_names: Sequence[str],
                    by: str = "count") -> Tuple[torch.Tensor, List[str]]:
     """(group of each item (item_num,), group names) of the evaluation's per-group metrics; row 0 (PAD) in group 0.
@@ -146,6 +144,6 @@ def missing_groups(availability: torch.Tensor, modality_names: Sequence[str],
         names = ["complete"] + ["missing_" + "+".join(name for m, name in enumerate(modality_names) if p >> m & 1)
                                 for p in range(1, 2 ** len(modality_names))]
     else:
-        raise ValueError(f"unknown grouping {by!r}; expected one of {GROUPINGS}")
+        raise ValueError(f"unknown grouping {by!r}; expected one of {ITEM_GROUPINGS}")
     group[0] = 0
     return group, names
