@@ -40,7 +40,7 @@ def parse_model(spec: str) -> Tuple[str, str, Dict[str, Any]]:
 
 
 def build_trainer(model: str, dataset: str, base: Dict[str, Any], overrides: Dict[str, Any]) -> Tuple[Any, Any]:
-    """(trainer, train loader) of one model, as run_recbole_milk builds them, without evaluation loaders' use."""
+    """(trainer, train loader) of one model, built as run_recbole_milk builds them."""
     config = Config(model=model, dataset=dataset, config_dict=dict(base, **overrides))
     init_seed(config["seed"], config["reproducibility"])
     train_data = data_preparation(config, create_dataset(config))[0]
