@@ -11,12 +11,19 @@ sees a test item:
      every (validation user, validation item) pair, the user's validation interactions being the positives. A
      smooth objective over all pairs, so a few popular items cannot steer it as they would a top-K metric.
      Patterns without validation items keep the pooled fit.
+  3. Floor (option `calibration_min_group_ratio` > 0, ours): Platt scaling ranks by the probability of relevance,
+     and where a modality carries little signal that leaves its items rarely shown. The floor adds one shift per
+     incomplete pattern present in validation, searched by coordinate descent on the ranking the validation metric
+     reads (validation users against the validation loader's candidates, calibrated scores): first the
+     smallest shortfall of any group by missing count below floor x the complete group's NDCG, then the highest
+     NDCG. It trades validation accuracy for exposure, by the user's explicit choice.
 The result is scale_p * s + shift_p per pattern, held by the model (ContentRecommender.set_calibration). The run
-keeps it only if the validation ranking is at least as good with it (recbole_milk.quick_start), so calibration is
-selected on the validation split too.
+keeps it only if the validation ranking is at least as good with it, or if it brings the validation group ratio
+closer to a floor the uncalibrated model misses (recbole_milk.quick_start), so calibration is selected on the
+validation split too.
 """
 from logging import getLogger
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -29,6 +36,9 @@ SAMPLE_ITEMS = 4096
 SAMPLE_USERS = 4096
 # At most this many validation scores (users x validation items) are searched over; users are sampled beyond it.
 MAX_VALID_SCORES = 20_000_000
+# The floor's search: shifts in standard deviations of the calibrated validation scores, and coordinate sweeps.
+FLOOR_SHIFTS = torch.arange(-2.0, 4.01, 0.1)
+FLOOR_SWEEPS = 3
 
 
 def _pattern_availability(pattern: int, num_modalities: int) -> torch.Tensor:
@@ -68,9 +78,83 @@ def _metric(scores: torch.Tensor, positives: torch.Tensor, k: int, name: str) ->
     n_pos = positives.sum(dim=1).double()
     if name == "recall":
         return float((hits.sum(dim=1) / n_pos).mean())
+    return float(_ndcg_rows(hits, n_pos, k).mean())
+
+
+def _ndcg_rows(hits: torch.Tensor, n_pos: torch.Tensor, k: int) -> torch.Tensor:
+    """NDCG@k per row from its hits (rows x k, best first) and its number of positives (> 0)."""
     discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))
     ideal = torch.cumsum(discounts, 0)[(n_pos.clamp(max=k) - 1).long()]
-    return float(((hits * discounts).sum(dim=1) / ideal).mean())
+    return (hits * discounts).sum(dim=1) / ideal
+
+
+def group_ndcg(scores: torch.Tensor, positives: torch.Tensor, item_group: torch.Tensor, groups: int,
+               k: int) -> Tuple[float, torch.Tensor]:
+    """(NDCG@k over all positives, NDCG@k per group) of a score matrix: a group's NDCG counts only the positives
+    whose item (column) is in it, averaged over the users with at least one (as GroupMetricAccumulator does); NaN
+    for a group without positives."""
+    k = min(k, scores.shape[1])
+    top = torch.topk(scores, k, dim=1).indices
+    hits = positives.gather(1, top)
+    overall = float(_ndcg_rows(hits.double(), positives.sum(dim=1).double(), k).mean())
+    top_group = item_group[top]
+    per_group = torch.full((groups,), float("nan"), dtype=torch.float64)
+    for group in range(groups):
+        n_pos = (positives & (item_group == group)).sum(dim=1).double()
+        users = n_pos > 0
+        if users.any():
+            group_hits = (hits & (top_group == group))[users].double()
+            per_group[group] = _ndcg_rows(group_hits, n_pos[users], k).mean()
+    return overall, per_group
+
+
+def _shortfall(per_group: torch.Tensor, floor: float) -> float:
+    """How far the groups missing modalities fall below floor x the complete group's NDCG, as ratios, summed."""
+    if not per_group[0] > 0:
+        return 0.0
+    ratios = per_group[1:] / per_group[0]
+    return float((floor - ratios[~torch.isnan(ratios)]).clamp(min=0).sum())
+
+
+def floor_shifts(scores: torch.Tensor, positives: torch.Tensor, patterns: torch.Tensor, num_modalities: int,
+                 floor: float, k: int) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    """Per-pattern shifts of `scores` (users x items, item i of missing pattern patterns[i]) that bring every group
+    by missing count to at least `floor` x the complete group's NDCG@k where they can, at the highest NDCG@k; and
+    what the search found (see the module docstring, step 3)."""
+    count = 2 ** num_modalities
+    missing = torch.tensor([bin(p).count("1") for p in range(count)])[patterns]
+    groups = num_modalities + 1
+    unit = float(scores.std()) or 1.0
+    shifts = torch.zeros(count, dtype=scores.dtype)
+
+    def measure(candidate: torch.Tensor) -> Tuple[float, float, torch.Tensor]:
+        overall, per_group = group_ndcg(scores + candidate[patterns], positives, missing, groups, k)
+        return _shortfall(per_group, floor), overall, per_group
+
+    shortfall, overall, per_group = measure(shifts)
+    start = {"ndcg": overall, "group_ndcg": per_group}
+    # A ranking that meets the floor already is left as it is: the floor is a constraint, not a metric to tune.
+    searched = sorted(int(p) for p in torch.unique(patterns) if p != 0) if shortfall > 0 else []
+    for _ in range(FLOOR_SWEEPS):
+        moved = False
+        for pattern in searched:
+            for step in FLOOR_SHIFTS.tolist():
+                candidate = shifts.clone()
+                candidate[pattern] = step * unit
+                result = measure(candidate)
+                if (result[0], -result[1]) < (shortfall, -overall):
+                    shifts, (shortfall, overall, per_group), moved = candidate, result, True
+        if not moved:
+            break
+
+    def ratios(values: torch.Tensor) -> List[Optional[float]]:
+        return [None if torch.isnan(v) else round(float(v / values[0]), 4) for v in values[1:]]
+
+    found = {"floor": floor, "shifts": {p: round(float(shifts[p]), 4) for p in searched},
+             "ndcg_before": round(start["ndcg"], 6), "ndcg_after": round(overall, 6),
+             "group_ratios_before": ratios(start["group_ndcg"]), "group_ratios_after": ratios(per_group),
+             "met": shortfall == 0.0}
+    return shifts, found
 
 
 def _platt(standard: torch.Tensor, positives: torch.Tensor, patterns: torch.Tensor,
@@ -114,7 +198,8 @@ def fit_calibration(model: Any, valid_data: Any, config: Any) -> Dict[str, Any]:
     model.eval()
     with torch.no_grad():
         means, stds = _standardising_moments(model, generator)
-        users, items, positives = _validation_pairs(model, valid_data, generator)
+        items = _items_of_role(valid_data, ROLE_VALID, model.item_availability.device)
+        users, positives = _validation_pairs(model, valid_data, items, generator)
         raw = model.user_representations(users) @ model.represent_items(model.item_content(items), items).t()
     device = raw.device
     patterns = missing_pattern(model.item_availability[items])
@@ -137,19 +222,59 @@ def fit_calibration(model: Any, valid_data: Any, config: Any) -> Dict[str, Any]:
                "patterns": {int(p): {"items": int(c), "slope": round(float(slope[int(p)]), 4),
                                      "intercept": round(float(intercept[int(p)]), 4)}
                             for p, c in zip(present.tolist(), counts.tolist())}}
-    model.set_calibration(slope / stds, intercept - slope * means / stds)
+    scale, shift = slope / stds, intercept - slope * means / stds
+    floor = float(config["calibration_min_group_ratio"] or 0.0)
+    if floor > 0:
+        shifts, summary["floor"] = _floor_on_candidates(model, valid_data, scale, shift, floor, k, generator)
+        shift = shift + shifts
+    model.set_calibration(scale, shift)
     logger.info(f"Score calibration fitted on {users.numel()} validation users and {items.numel()} validation "
                 f"items: {summary}")
     return summary
 
 
+def worth_keeping(summary: Dict[str, Any], before: float, fitted: float, bigger: bool) -> bool:
+    """Whether a run keeps the fitted calibration: its validation metric `fitted` is at least as good as `before`,
+    or a group-ratio floor was asked for, missed without calibration and approached with it."""
+    if (fitted >= before) if bigger else (fitted <= before):
+        return True
+    floor = summary.get("floor")
+    if not floor:
+        return False
+    gains = [after - start for start, after in zip(floor["group_ratios_before"], floor["group_ratios_after"])
+             if start is not None and after is not None and start < floor["floor"]]
+    return bool(gains) and min(gains) >= 0 and max(gains) > 0
+
+
 @torch.no_grad()
-def _validation_pairs(model: Any, valid_data: Any,
-                      generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(users, validation items, bool positives users x items) of the validation split, users sampled if many."""
+def _floor_on_candidates(model: Any, valid_data: Any, scale: torch.Tensor, shift: torch.Tensor, floor: float,
+                         k: int, generator: torch.Generator) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    """floor_shifts on the ranking the validation metric reads: validation users against the loader's candidates
+    (with candidate_pool: all_new the test items too, as the negatives they are there), scores calibrated."""
+    device = model.item_availability.device
+    pool = valid_data.candidate_items
+    items = (torch.arange(1, model.n_items, device=device) if pool is None
+             else torch.nonzero(pool.to(device)).squeeze(1))
+    users, positives = _validation_pairs(model, valid_data, items, generator)
+    patterns = model.item_pattern[items]
+    raw = model.user_representations(users) @ model.represent_items(model.item_content(items), items).t()
+    calibrated = raw * scale.to(device)[patterns] + shift.to(device)[patterns]
+    shifts, found = floor_shifts(calibrated.cpu(), positives.cpu(), patterns.cpu(), model.num_modalities, floor, k)
+    found.update(users=int(users.numel()), candidates=int(items.numel()))
+    return shifts.to(shift.dtype), found
+
+
+def _items_of_role(valid_data: Any, role: int, device: torch.device) -> torch.Tensor:
+    return torch.nonzero(torch.as_tensor(valid_data._dataset.item_role) == role).squeeze(1).to(device)
+
+
+@torch.no_grad()
+def _validation_pairs(model: Any, valid_data: Any, items: torch.Tensor,
+                      generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(users, bool positives users x `items`) of the validation split: its users (sampled if many) and which of
+    `items` they interacted with in it."""
     dataset = valid_data._dataset
     device = model.item_availability.device
-    items = torch.nonzero(torch.as_tensor(dataset.item_role) == ROLE_VALID).squeeze(1).to(device)
     inter_users = dataset.inter_feat[dataset.uid_field].to(device)
     inter_items = dataset.inter_feat[dataset.iid_field].to(device)
     users, user_rows = torch.unique(inter_users, return_inverse=True)
@@ -165,4 +290,4 @@ def _validation_pairs(model: Any, valid_data: Any,
     positives = torch.zeros(users.numel(), items.numel(), dtype=torch.bool, device=device)
     kept = column[inter_items] >= 0
     positives[user_rows[kept], column[inter_items[kept]]] = True
-    return users, items, positives
+    return users, positives

@@ -8,7 +8,7 @@ import torch
 from recbole.utils import init_seed
 
 from recbole_milk import distributed
-from recbole_milk.calibration import fit_calibration
+from recbole_milk.calibration import fit_calibration, worth_keeping
 from recbole_milk.checkpoint import load_checkpoint, plain
 from recbole_milk.compat import apply_numpy_aliases
 from recbole_milk.config import Config
@@ -41,8 +41,9 @@ def prepare_model_inputs(config: Config, train_data: Any) -> None:
 def _calibrate(trainer: Any, model: Any, valid_data: Any, new_valid_data: Any, config: Config,
                saved: bool) -> Optional[Dict[str, Any]]:
     """Fit per-pattern calibration on the best model and the new items' validation split, and keep it only if the
-    validation ranking (the one model selection reads) is at least as good with it: what was fitted, whether it was
-    kept, and the validation result of the model that goes on to the test."""
+    validation ranking (the one model selection reads) is at least as good with it, or moves toward an asked-for
+    group-ratio floor (calibration.worth_keeping): what was fitted, whether it was kept, and the validation result of
+    the model that goes on to the test."""
     if not (isinstance(model, ContentRecommender) and model.calibrated):
         return None
     if saved:
@@ -53,7 +54,7 @@ def _calibrate(trainer: Any, model: Any, valid_data: Any, new_valid_data: Any, c
     summary = fit_calibration(model, new_valid_data, config)
     fitted = _plain_metrics(trainer.evaluate(valid_data, load_best_model=False, show_progress=show))
     metric = config["valid_metric"].lower()
-    better = fitted[metric] >= before[metric] if config["valid_metric_bigger"] else fitted[metric] <= before[metric]
+    better = worth_keeping(summary, before[metric], fitted[metric], config["valid_metric_bigger"])
     if not better:
         model.reset_calibration()
     if saved:

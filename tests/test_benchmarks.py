@@ -309,7 +309,8 @@ def test_group_ratio_and_exposure_come_from_the_group_results():
 
 def test_targets_compare_the_recommended_milk_with_the_best_baseline_of_its_dataset():
     rows = tables.targets_table(tables.index(_fake_results()))
-    assert rows[2] == "| tiktok | FTMT | 0.0300 | DUIF 0.0250 | 2/9 | 1.20x | 0.25 | 0.90 | ✓ ✗ ✓ |"
+    assert rows[2] == ("| tiktok | FTMT | MILK recommended | 0.0300 | 2 | DUIF 0.0250 | 2/9 | 1.20x | 0.25 | 0.90 "
+                       "| ✓ ✗ ✓ |")
     assert len(rows) == 3  # synthetic has no recommended run yet
 
 

@@ -65,3 +65,81 @@ def test_the_logistic_fit_recovers_slopes_and_intercepts_per_pattern():
     slope, intercept, pooled, fitted = _platt(standard, positives, patterns, 4)
     assert torch.allclose(slope[:2], true_slope, atol=0.15) and torch.allclose(intercept[:2], true_intercept, atol=0.2)
     assert fitted < pooled
+
+
+def test_group_ndcg_counts_only_the_groups_positives():
+    from recbole_milk.calibration import group_ndcg
+
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.1], [0.9, 0.1, 0.8, 0.7]])
+    positives = torch.tensor([[True, False, True, False], [False, True, False, False]])
+    groups = torch.tensor([0, 0, 1, 1])
+    overall, per_group = group_ndcg(scores, positives, groups, 3, k=2)
+    # user 0: positives at ranks 1 (group 0) and 3 (group 1); user 1: its group-0 positive at rank 4.
+    assert overall == pytest.approx((1 / (1 + 1 / np.log2(3)) + 0.0) / 2)
+    assert per_group[0] == pytest.approx((1.0 + 0.0) / 2)  # both users have a group-0 positive
+    assert per_group[1] == pytest.approx(0.0)  # user 0's group-1 positive is beyond k
+    assert torch.isnan(per_group[2])  # no positives in group 2
+
+
+def _two_group_case(seed=0, gap=3.0):
+    """Users who like items of both patterns; pattern-1 items score `gap` lower, but are ranked well among
+    themselves."""
+    generator = torch.Generator().manual_seed(seed)
+    relevance = torch.rand(300, 60, generator=generator)
+    positives = relevance > 0.9
+    scores = relevance + 0.3 * torch.randn(300, 60, generator=generator)
+    patterns = (torch.arange(60) >= 30).long()
+    return scores - gap * patterns, positives, patterns
+
+
+def test_the_floor_lifts_the_incomplete_group_to_it_at_the_least_cost():
+    from recbole_milk.calibration import floor_shifts, group_ndcg
+
+    scores, positives, patterns = _two_group_case()
+    shifts, found = floor_shifts(scores, positives, patterns, num_modalities=2, floor=0.5, k=10)
+    assert found["group_ratios_before"][0] < 0.05 and found["met"]
+    assert found["group_ratios_after"][0] >= 0.5
+    assert shifts[1] > 0 and shifts[0] == 0 and shifts[2:].eq(0).all()  # only the pattern present moves
+    _, per_group = group_ndcg(scores + shifts[patterns], positives, patterns, 3, 10)
+    assert float(per_group[1] / per_group[0]) == pytest.approx(found["group_ratios_after"][0], abs=1e-4)
+    # The gap is closed as far as NDCG gains: the group sits where the ranking no longer separates the patterns.
+    assert found["ndcg_after"] > found["ndcg_before"]
+
+
+def test_a_ranking_that_meets_the_floor_is_left_alone():
+    from recbole_milk.calibration import floor_shifts
+
+    scores, positives, patterns = _two_group_case(gap=0.0)
+    shifts, found = floor_shifts(scores, positives, patterns, num_modalities=2, floor=0.5, k=10)
+    assert found["met"] and found["shifts"] == {} and shifts.eq(0).all()
+
+
+def test_a_floor_is_kept_when_it_approaches_the_target_even_at_a_validation_cost():
+    from recbole_milk.calibration import worth_keeping
+
+    floor = {"floor": 0.5, "group_ratios_before": [0.1, None], "group_ratios_after": [0.6, None]}
+    assert worth_keeping({"floor": floor}, before=0.02, fitted=0.018, bigger=True)
+    assert not worth_keeping({}, before=0.02, fitted=0.018, bigger=True)
+    assert worth_keeping({}, before=0.02, fitted=0.021, bigger=True)
+    worse = dict(floor, group_ratios_after=[0.05, None])
+    assert not worth_keeping({"floor": worse}, before=0.02, fitted=0.018, bigger=True)
+
+
+def test_the_floor_needs_pattern_calibration():
+    from baseline_helpers import model_defaults
+
+    from recbole_milk.model.general_recommender.duif import DUIF
+    from recbole_milk.options import ConfigError, validate_options
+
+    config = dict(model_defaults(DUIF), calibration_min_group_ratio=0.5)
+    with pytest.raises(ConfigError, match="calibration_min_group_ratio.*score_calibration: pattern"):
+        validate_options(config, DUIF)
+    validate_options(dict(config, score_calibration="pattern"), DUIF)
+
+
+def test_a_run_with_the_floor_reports_it_and_meets_it_on_validation(toy):
+    result = run_recbole_milk("DUIF", "toy", config_dict=dict(toy, calibration_min_group_ratio=0.5))
+    floor = result["calibration"]["floor"]
+    assert floor["floor"] == 0.5 and floor["candidates"] == 24  # all_new: validation and test items ranked
+    assert floor["group_ratios_before"][0] < 0.5 and floor["met"] and floor["group_ratios_after"][0] >= 0.5
+    assert result["calibration"]["kept"]

@@ -10,7 +10,7 @@
   Heater, GAR, GoRec). It owns the frozen rows, the "CF row if warm, generated otherwise" choice and the regression
   onto CF scores.
 """
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -18,7 +18,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from recbole_milk.data.roles import ROLE_WARM
-from recbole_milk.errors import DataError
+from recbole_milk.errors import ConfigError, DataError
 from recbole_milk.model.content_inputs import (
     ItemContent,
     check_item_inputs,
@@ -31,6 +31,7 @@ from recbole_milk.model.content_inputs import (
 from recbole_milk.options import (
     BOOLEAN,
     RATIO,
+    SHARE,
     OptionRules,
     existing_folder_or_none,
     one_of,
@@ -95,7 +96,16 @@ class ContentRecommender(GeneralRecommender):
         "normalize_features": BOOLEAN,
         "modality_dropout": RATIO,
         "score_calibration": one_of("none", "pattern"),
+        "calibration_min_group_ratio": SHARE,
     }
+
+    @classmethod
+    def check_options(cls, config: Dict[str, Any]) -> None:
+        floor = config.get("calibration_min_group_ratio")
+        if floor and config.get("score_calibration") != "pattern":
+            raise ConfigError(f"Option 'calibration_min_group_ratio' = {floor!r} needs score_calibration: pattern: "
+                              "the floor is met by shifting the calibrated scores per missing pattern. Set "
+                              "score_calibration: pattern, or calibration_min_group_ratio: 0.")
 
     def __init__(self, config: Any, dataset: Any):
         super().__init__(config, dataset)

@@ -110,6 +110,7 @@ class MILK(ContentRecommender):
 
     @classmethod
     def check_options(cls, config: Dict[str, Any]) -> None:
+        super().check_options(config)
         if config.get("fusion") == "learned" and config.get("use_invariance") is not False:
             raise ConfigError("Option 'fusion' = 'learned' needs use_invariance: false: learned fusion weights replace "
                               "the invariance environments' mixing weights. Set use_invariance: false, or another "
