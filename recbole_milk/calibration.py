@@ -148,6 +148,8 @@ def floor_shifts(scores: torch.Tensor, positives: torch.Tensor, patterns: torch.
             break
 
     def ratios(values: torch.Tensor) -> List[Optional[float]]:
+        if not values[0] > 0:
+            return [None] * (len(values) - 1)
         return [None if torch.isnan(v) else round(float(v / values[0]), 4) for v in values[1:]]
 
     found = {"floor": floor, "shifts": {p: round(float(shifts[p]), 4) for p in searched},
