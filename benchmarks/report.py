@@ -90,7 +90,7 @@ def sections(records: List[Dict[str, Any]]) -> List[Tuple[str, List[str]]]:
     out += [(f"Per missing-pattern group ({dataset}, test, mean ± std over seeds)",
              group_table(acc, dataset, CURVE_VARIANTS + tuple(grid.BASELINES))) for dataset in datasets_of(acc)]
     out.append(("Per missing pattern: which modality the missing-one items lack (TikTok, test, item_groups: "
-                "pattern)", group_table(acc, DETAILED, ("MILK", "MILK recommended", "w/o both", "DUIF"), ("FTMT",),
+                "pattern)", group_table(acc, DETAILED, ("MILK", "MILK recommended", "w/o both", "DUIF", grid.GROUP_FLOOR), ("FTMT",),
                                         experiment="patterns")))
     out += [
         ("Cost (TikTok)", cost_table(acc, DETAILED)),

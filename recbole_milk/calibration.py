@@ -15,8 +15,8 @@ sees a test item:
      and where a modality carries little signal that leaves its items rarely shown. The floor adds one shift per
      incomplete pattern present in validation, searched by coordinate descent on the ranking the validation metric
      reads (validation users against the validation loader's candidates, calibrated scores): first the
-     smallest shortfall of any group by missing count below floor x the complete group's NDCG, then the highest
-     NDCG. It trades validation accuracy for exposure, by the user's explicit choice.
+     smallest shortfall of any group of items missing modalities (as `item_groups` groups them: by count or by
+     pattern) below floor x the complete group's NDCG, then the highest NDCG. It trades validation accuracy for exposure, by the user's explicit choice.
 The result is scale_p * s + shift_p per pattern, held by the model (ContentRecommender.set_calibration). The run
 keeps it only if the validation ranking is at least as good with it, or if it brings the validation group ratio
 closer to a floor the uncalibrated model misses (recbole_milk.quick_start), so calibration is selected on the
@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from recbole_milk.data.missing import missing_groups
 from recbole_milk.data.roles import ROLE_VALID
 from recbole_milk.model.content_inputs import ItemContent, missing_pattern
 
@@ -116,19 +117,17 @@ def _shortfall(per_group: torch.Tensor, floor: float) -> float:
     return float((floor - ratios[~torch.isnan(ratios)]).clamp(min=0).sum())
 
 
-def floor_shifts(scores: torch.Tensor, positives: torch.Tensor, patterns: torch.Tensor, num_modalities: int,
-                 floor: float, k: int) -> Tuple[torch.Tensor, Dict[str, Any]]:
-    """Per-pattern shifts of `scores` (users x items, item i of missing pattern patterns[i]) that bring every group
-    by missing count to at least `floor` x the complete group's NDCG@k where they can, at the highest NDCG@k; and
-    what the search found (see the module docstring, step 3)."""
-    count = 2 ** num_modalities
-    missing = torch.tensor([bin(p).count("1") for p in range(count)])[patterns]
-    groups = num_modalities + 1
+def floor_shifts(scores: torch.Tensor, positives: torch.Tensor, patterns: torch.Tensor, pattern_count: int,
+                 item_group: torch.Tensor, groups: int, floor: float, k: int) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    """Per-pattern shifts of `scores` (users x items; item i has missing pattern patterns[i] and is in group
+    item_group[i], group 0 being the complete items) that bring every other group to at least `floor` x the
+    complete group's NDCG@k where they can, at the highest NDCG@k; and what the search found (see the module
+    docstring, step 3)."""
     unit = float(scores.std()) or 1.0
-    shifts = torch.zeros(count, dtype=scores.dtype)
+    shifts = torch.zeros(pattern_count, dtype=scores.dtype)
 
     def measure(candidate: torch.Tensor) -> Tuple[float, float, torch.Tensor]:
-        overall, per_group = group_ndcg(scores + candidate[patterns], positives, missing, groups, k)
+        overall, per_group = group_ndcg(scores + candidate[patterns], positives, item_group, groups, k)
         return _shortfall(per_group, floor), overall, per_group
 
     shortfall, overall, per_group = measure(shifts)
@@ -227,7 +226,7 @@ def fit_calibration(model: Any, valid_data: Any, config: Any) -> Dict[str, Any]:
     scale, shift = slope / stds, intercept - slope * means / stds
     floor = float(config["calibration_min_group_ratio"] or 0.0)
     if floor > 0:
-        shifts, summary["floor"] = _floor_on_candidates(model, valid_data, scale, shift, floor, k, generator)
+        shifts, summary["floor"] = _floor_on_candidates(model, valid_data, config, scale, shift, floor, k, generator)
         shift = shift + shifts
     model.set_calibration(scale, shift)
     logger.info(f"Score calibration fitted on {users.numel()} validation users and {items.numel()} validation "
@@ -249,19 +248,22 @@ def worth_keeping(summary: Dict[str, Any], before: float, fitted: float, bigger:
 
 
 @torch.no_grad()
-def _floor_on_candidates(model: Any, valid_data: Any, scale: torch.Tensor, shift: torch.Tensor, floor: float,
-                         k: int, generator: torch.Generator) -> Tuple[torch.Tensor, Dict[str, Any]]:
+def _floor_on_candidates(model: Any, valid_data: Any, config: Any, scale: torch.Tensor, shift: torch.Tensor,
+                         floor: float, k: int, generator: torch.Generator) -> Tuple[torch.Tensor, Dict[str, Any]]:
     """floor_shifts on the ranking the validation metric reads: validation users against the loader's candidates
-    (with candidate_pool: all_new the test items too, as the negatives they are there), scores calibrated."""
+    (with candidate_pool: all_new the test items too, as the negatives they are there), scores calibrated, items
+    grouped as the run's per-group metrics are (item_groups)."""
     device = model.item_availability.device
     pool = valid_data.candidate_items
     items = (torch.arange(1, model.n_items, device=device) if pool is None
              else torch.nonzero(pool.to(device)).squeeze(1))
     users, positives = _validation_pairs(model, valid_data, items, generator)
     patterns = model.item_pattern[items]
+    item_group, names = missing_groups(model.item_availability, model.modality_names, config["item_groups"])
     raw = model.user_representations(users) @ model.represent_items(model.item_content(items), items).t()
     calibrated = raw * scale.to(device)[patterns] + shift.to(device)[patterns]
-    shifts, found = floor_shifts(calibrated.cpu(), positives.cpu(), patterns.cpu(), model.num_modalities, floor, k)
+    shifts, found = floor_shifts(calibrated.cpu(), positives.cpu(), patterns.cpu(), scale.numel(),
+                                 item_group[items].cpu(), len(names), floor, k)
     found.update(users=int(users.numel()), candidates=int(items.numel()))
     return shifts.to(shift.dtype), found
 

@@ -96,7 +96,7 @@ def test_the_floor_lifts_the_incomplete_group_to_it_at_the_least_cost():
     from recbole_milk.calibration import floor_shifts, group_ndcg
 
     scores, positives, patterns = _two_group_case()
-    shifts, found = floor_shifts(scores, positives, patterns, num_modalities=2, floor=0.5, k=10)
+    shifts, found = floor_shifts(scores, positives, patterns, 4, patterns, 3, floor=0.5, k=10)
     assert found["group_ratios_before"][0] < 0.05 and found["met"]
     assert found["group_ratios_after"][0] >= 0.5
     assert shifts[1] > 0 and shifts[0] == 0 and shifts[2:].eq(0).all()  # only the pattern present moves
@@ -106,11 +106,28 @@ def test_the_floor_lifts_the_incomplete_group_to_it_at_the_least_cost():
     assert found["ndcg_after"] > found["ndcg_before"]
 
 
+def test_the_floor_holds_for_each_group_as_the_run_groups_items():
+    from recbole_milk.calibration import floor_shifts
+
+    generator = torch.Generator().manual_seed(1)
+    relevance = torch.rand(300, 90, generator=generator)
+    scores = relevance + 0.3 * torch.randn(300, 90, generator=generator)
+    patterns = torch.arange(90) // 30  # 0 complete, 1 and 2 each miss one modality
+    scores = scores - 3.0 * (patterns == 1)  # only pattern 1 is buried
+    positives = relevance > 0.9
+    by_count = (patterns > 0).long()  # item_groups: count pools patterns 1 and 2 in missing_1
+    _, pooled = floor_shifts(scores, positives, patterns, 4, by_count, 3, floor=0.3, k=10)
+    assert pooled["met"] and pooled["shifts"] == {}  # pattern 2 alone carries the pooled group over 0.3
+    shifts, per_pattern = floor_shifts(scores, positives, patterns, 4, patterns, 4, floor=0.3, k=10)
+    assert per_pattern["group_ratios_before"][0] < 0.05 and per_pattern["met"]
+    assert shifts[1] > 0 and per_pattern["group_ratios_after"][0] >= 0.3
+
+
 def test_a_ranking_that_meets_the_floor_is_left_alone():
     from recbole_milk.calibration import floor_shifts
 
     scores, positives, patterns = _two_group_case(gap=0.0)
-    shifts, found = floor_shifts(scores, positives, patterns, num_modalities=2, floor=0.5, k=10)
+    shifts, found = floor_shifts(scores, positives, patterns, 4, patterns, 3, floor=0.5, k=10)
     assert found["met"] and found["shifts"] == {} and shifts.eq(0).all()
 
 
