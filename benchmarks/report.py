@@ -23,6 +23,7 @@ from benchmarks.tables import (
     progress_table,
     robustness_table,
     scaling_table,
+    split_group_table,
     targets_table,
     variant_table,
 )
@@ -71,6 +72,8 @@ def sections(records: List[Dict[str, Any]]) -> List[Tuple[str, List[str]]]:
     out = [
         ("Recommended MILK against its targets (test, means over seeds)", targets_table(acc)),
         ("Three datasets, one table (test, mean ± std over seeds)", comparison_table(acc)),
+        ("The missing-one group on validation and on test (means over the seeds that recorded both)",
+         split_group_table(acc, ("MILK", "MILK recommended", grid.GROUP_FLOOR, "w/o both", "DUIF"))),
         (f"Three modalities, the paper's {grid.THREE_WAY} scenario (ml-100k-mm)",
          comparison_table(acc, ("MILK", "MILK recommended", "w/o both"), (grid.THREE_WAY,))),
     ]

@@ -47,27 +47,33 @@ def datasets_of(acc: Index) -> List[str]:
     return [d for d in order if d in found] + sorted(found - set(order))
 
 
-def metric_values(runs: Dict[int, Dict[str, Any]], metric: str, group: Optional[str] = None) -> List[float]:
+def metric_values(runs: Dict[int, Dict[str, Any]], metric: str, group: Optional[str] = None,
+                  split: str = "test") -> List[float]:
     values = []
     for seed in sorted(runs):
-        result = runs[seed]["test_result"] if group is None else runs[seed]["test_result_by_group"].get(group, {})
+        if group is None:
+            result = runs[seed][f"{split}_result"]
+        else:
+            result = (runs[seed].get(f"{split}_result_by_group") or {}).get(group, {})
         if metric in result:
             values.append(float(result[metric]))
     return values
 
 
-def exposure_values(runs: Dict[int, Dict[str, Any]], group: str = "missing_1", k: int = 20) -> List[float]:
+def exposure_values(runs: Dict[int, Dict[str, Any]], group: str = "missing_1", k: int = 20,
+                    split: str = "test") -> List[float]:
     values = []
     for seed in sorted(runs):
-        value = runs[seed].get("test_exposure_by_group", {}).get(group, {}).get(f"exposure@{k}")
+        value = (runs[seed].get(f"{split}_exposure_by_group") or {}).get(group, {}).get(f"exposure@{k}")
         if value is not None:
             values.append(float(value))
     return values
 
 
-def group_ratio(runs: Dict[int, Dict[str, Any]], group: str = "missing_1") -> Optional[float]:
+def group_ratio(runs: Dict[int, Dict[str, Any]], group: str = "missing_1", split: str = "test") -> Optional[float]:
     """Mean group NDCG@20 of `group` over the mean of the complete group (ratio of the seed means)."""
-    complete, other = metric_values(runs, "ndcg@20", "complete"), metric_values(runs, "ndcg@20", group)
+    complete = metric_values(runs, "ndcg@20", "complete", split)
+    other = metric_values(runs, "ndcg@20", group, split)
     if not complete or not other or statistics.fmean(complete) == 0:
         return None
     return statistics.fmean(other) / statistics.fmean(complete)
@@ -142,6 +148,25 @@ def targets_table(acc: Index, settings: Sequence[str] = ("FTMT", "MTMT"),
     header = ["dataset", "setting", "model", "NDCG@20", "seeds", "best baseline", "baselines run",
               f"ratio (≥ {TARGET_RATIO:.2f})", f"group ratio (≥ {TARGET_GROUP_RATIO})",
               f"exposure ({TARGET_EXPOSURE[0]}-{TARGET_EXPOSURE[1]})", "met"]
+    return _table(header, rows) if rows else []
+
+
+def split_group_table(acc: Index, variants: Sequence[str], settings: Sequence[str] = ("FTMT", "MTMT")) -> List[str]:
+    """The group ratio and exposure on validation beside the test's, for the runs that recorded both: what a
+    validation-selected option can see of the test's groups."""
+    rows = []
+    for dataset in datasets_of(acc):
+        for setting in settings:
+            for variant in variants:
+                runs = {seed: run for seed, run in acc.get((dataset, "accuracy", variant, setting), {}).items()
+                        if run.get("valid_result_by_group")}
+                if not runs:
+                    continue
+                rows.append([dataset, setting, variant, _num(group_ratio(runs, split="valid"), 2),
+                             _num(group_ratio(runs), 2), _mean(exposure_values(runs, split="valid")),
+                             _mean(exposure_values(runs)), str(len(runs))])
+    header = ["dataset", "setting", "model", "valid group ratio", "test group ratio", "valid exposure",
+              "test exposure", "seeds"]
     return _table(header, rows) if rows else []
 
 

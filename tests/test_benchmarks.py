@@ -314,6 +314,16 @@ def test_targets_compare_the_recommended_milk_with_the_best_baseline_of_its_data
     assert len(rows) == 3  # synthetic has no recommended run yet
 
 
+def test_the_split_table_sets_the_validation_groups_beside_the_test_groups():
+    valid = {"valid_result_by_group": {"complete": {"ndcg@20": 0.02}, "missing_1": {"ndcg@20": 0.02}},
+             "valid_exposure_by_group": {"missing_1": {"exposure@20": 1.1}}}
+    records = [_record("MILK", "FTMT", 2023, 0.01, **valid), _record("MILK", "FTMT", 2024, 0.03),
+               _record("DUIF", "FTMT", 2023, 0.02)]
+    rows = tables.split_group_table(tables.index(records), ("MILK", "DUIF"))
+    # Only the seed that recorded validation groups counts: valid 0.02 / 0.02, test (0.01 / 2) / (2 * 0.01).
+    assert rows[2:] == ["| tiktok | FTMT | MILK | 1.00 | 0.25 | 1.10 | 0.50 | 1 |"]
+
+
 def test_scaling_rows_compare_each_variant_with_its_own_x1():
     records = [_record(variant, f"x{factor}", experiment="scaling", train_seconds_per_epoch=seconds)
                for variant, factor, seconds in (("MILK", 1, 1.0), ("MILK", 4, 8.0), ("MILK dense Adam", 1, 0.5),
