@@ -146,16 +146,18 @@ def floor_shifts(scores: torch.Tensor, positives: torch.Tensor, patterns: torch.
         if not moved:
             break
 
-    def ratios(values: torch.Tensor) -> List[Optional[float]]:
-        if not values[0] > 0:
-            return [None] * (len(values) - 1)
-        return [None if torch.isnan(v) else round(float(v / values[0]), 4) for v in values[1:]]
-
     found = {"floor": floor, "shifts": {p: round(float(shifts[p]), 4) for p in searched},
              "ndcg_before": round(start["ndcg"], 6), "ndcg_after": round(overall, 6),
-             "group_ratios_before": ratios(start["group_ndcg"]), "group_ratios_after": ratios(per_group),
+             "group_ratios_before": group_ratios(start["group_ndcg"]), "group_ratios_after": group_ratios(per_group),
              "met": shortfall == 0.0}
     return shifts, found
+
+
+def group_ratios(per_group: torch.Tensor) -> List[Optional[float]]:
+    """Each group's NDCG over the complete group's (group 0), None where undefined."""
+    if not per_group[0] > 0:
+        return [None] * (len(per_group) - 1)
+    return [None if torch.isnan(v) else round(float(v / per_group[0]), 4) for v in per_group[1:]]
 
 
 def _platt(standard: torch.Tensor, positives: torch.Tensor, patterns: torch.Tensor,
@@ -236,13 +238,13 @@ def fit_calibration(model: Any, valid_data: Any, config: Any) -> Dict[str, Any]:
 
 def worth_keeping(summary: Dict[str, Any], before: float, fitted: float, bigger: bool) -> bool:
     """Whether a run keeps the fitted calibration: its validation metric `fitted` is at least as good as `before`,
-    or a group-ratio floor was asked for, missed without calibration and approached with it."""
+    or a group-ratio floor was asked for, missed by the uncalibrated ranking and approached by the calibrated one."""
     if (fitted >= before) if bigger else (fitted <= before):
         return True
     floor = summary.get("floor")
     if not floor:
         return False
-    gains = [after - start for start, after in zip(floor["group_ratios_before"], floor["group_ratios_after"])
+    gains = [after - start for start, after in zip(floor["group_ratios_uncalibrated"], floor["group_ratios_after"])
              if start is not None and after is not None and start < floor["floor"]]
     return bool(gains) and min(gains) >= 0 and max(gains) > 0
 
@@ -262,8 +264,11 @@ def _floor_on_candidates(model: Any, valid_data: Any, config: Any, scale: torch.
     item_group, names = missing_groups(model.item_availability, model.modality_names, config["item_groups"])
     raw = model.user_representations(users) @ model.represent_items(model.item_content(items), items).t()
     calibrated = raw * scale.to(device)[patterns] + shift.to(device)[patterns]
-    shifts, found = floor_shifts(calibrated.cpu(), positives.cpu(), patterns.cpu(), scale.numel(),
-                                 item_group[items].cpu(), len(names), floor, k)
+    groups = item_group[items].cpu()
+    shifts, found = floor_shifts(calibrated.cpu(), positives.cpu(), patterns.cpu(), scale.numel(), groups,
+                                 len(names), floor, k)
+    # Before: the ranking of the model as trained, the one the run keeps if calibration is dropped.
+    found["group_ratios_uncalibrated"] = group_ratios(group_ndcg(raw.cpu(), positives.cpu(), groups, len(names), k)[1])
     found.update(users=int(users.numel()), candidates=int(items.numel()))
     return shifts.to(shift.dtype), found
 
