@@ -160,6 +160,9 @@ def test_a_run_with_the_floor_reports_it_and_meets_it_on_validation(toy):
     result = run_recbole_milk("DUIF", "toy", config_dict=dict(toy, calibration_min_group_ratio=0.5))
     floor = result["calibration"]["floor"]
     assert floor["floor"] == 0.5 and floor["candidates"] == 24  # all_new: validation and test items ranked
-    assert floor["group_ratios_uncalibrated"][0] < 0.5 and floor["group_ratios_before"][0] < 0.5
-    assert floor["met"] and floor["group_ratios_after"][0] >= 0.5
-    assert result["calibration"]["kept"]
+    # Platt scaling alone leaves the missing-one group below the floor here; the shifts lift it over.
+    assert floor["group_ratios_before"][0] < 0.5 and floor["met"] and floor["group_ratios_after"][0] >= 0.5
+    # The uncalibrated ranking meets the floor too, so the run keeps calibration only if validation gains.
+    assert floor["group_ratios_uncalibrated"][0] >= 0.5
+    fitted = result["calibration"]
+    assert fitted["kept"] == (fitted["valid_result_fitted"]["ndcg@10"] >= fitted["valid_result_before"]["ndcg@10"])
