@@ -194,15 +194,20 @@ def run_one(cell: grid.Cell, args: argparse.Namespace) -> Optional[Dict[str, Any
     return record
 
 
-def command_run(args: argparse.Namespace) -> int:
-    profile = grid.PROFILES[args.profile]
+def selected_cells(args: argparse.Namespace) -> List[grid.Cell]:
+    """The cells of --blocks (default all), narrowed to --seeds and --variants when given."""
     blocks = args.blocks.split(",") if args.blocks else None
-    cells = grid.expand(profile, blocks, args.dataset)
+    cells = grid.expand(grid.PROFILES[args.profile], blocks, args.dataset)
     if args.seeds:
         # A budgeted first pass (say three seeds of every block) that a later run without --seeds completes.
         cells = [cell for cell in cells if cell.seed in args.seeds]
     if args.variants:
         cells = [cell for cell in cells if cell.variant in args.variants]
+    return cells
+
+
+def command_run(args: argparse.Namespace) -> int:
+    cells = selected_cells(args)
     done = done_keys(args.results)
     todo = [cell for cell in cells if cell.key not in done]
     print(f"{args.profile} profile on {args.dataset}: {len(cells)} cells, {len(cells) - len(todo)} already in "
@@ -232,11 +237,11 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_forget(args: argparse.Namespace) -> int:
-    """Drop the recorded cells of --blocks, so that the next `run` measures them again (e.g. timings on a quiet
-    machine)."""
+    """Drop the recorded cells of --blocks (narrowed by --seeds and --variants), so that the next `run` measures
+    them again (e.g. timings on a quiet machine)."""
     if not args.blocks:
         raise SystemExit("forget needs --blocks=NAME[,NAME...]: the blocks whose recorded cells to drop")
-    keys = {cell.key for cell in grid.expand(grid.PROFILES[args.profile], args.blocks.split(","), args.dataset)}
+    keys = {cell.key for cell in selected_cells(args)}
     removed = forget_results(args.results, keys)
     print(f"removed {removed} records of {args.blocks} from {args.results}; `run` measures them again")
     return 0

@@ -114,6 +114,16 @@ def test_forget_drops_only_the_chosen_blocks_records(tmp_path):
         run.command_forget(run.parse_args(["forget", f"--results={results}"]))
 
 
+def test_forget_keeps_the_variants_and_seeds_it_was_not_given(tmp_path):
+    results = str(tmp_path / "results.jsonl")
+    for record in (_record("MILK", "FTMT"), _record("w/o both", "FTMT"), _record("MILK", "FTMT", seed=2024)):
+        append_result(results, record)
+    args = run.parse_args(["forget", "--profile=full", "--blocks=main", "--variants=MILK", "--seeds=2023",
+                           f"--results={results}"])
+    assert run.command_forget(args) == 0
+    assert [(r["variant"], r["seed"]) for r in read_results(results)] == [("w/o both", 2023), ("MILK", 2024)]
+
+
 def test_read_dedupes_a_run_recorded_twice(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps(_record(ndcg20=0.01)) + "\n" + json.dumps(_record(ndcg20=0.02)) + "\n")
