@@ -73,7 +73,7 @@ def sections(records: List[Dict[str, Any]]) -> List[Tuple[str, List[str]]]:
         ("Recommended MILK against its targets (test, means over seeds)", targets_table(acc)),
         ("Three datasets, one table (test, mean ± std over seeds)", comparison_table(acc)),
         ("The missing-one group on validation and on test (means over the seeds that recorded both)",
-         split_group_table(acc, ("MILK", "MILK recommended", grid.GROUP_FLOOR, "w/o both", "DUIF"))),
+         split_group_table(acc, ("MILK", "MILK recommended", grid.PATTERN_FLOOR, "w/o both", "DUIF"))),
         (f"Three modalities, the paper's {grid.THREE_WAY} scenario (ml-100k-mm)",
          comparison_table(acc, ("MILK", "MILK recommended", "w/o both"), (grid.THREE_WAY,))),
     ]
@@ -93,7 +93,7 @@ def sections(records: List[Dict[str, Any]]) -> List[Tuple[str, List[str]]]:
     out += [(f"Per missing-pattern group ({dataset}, test, mean ± std over seeds)",
              group_table(acc, dataset, CURVE_VARIANTS + tuple(grid.BASELINES))) for dataset in datasets_of(acc)]
     out.append(("Per missing pattern: which modality the missing-one items lack (TikTok, test, item_groups: "
-                "pattern)", group_table(acc, DETAILED, ("MILK", "MILK recommended", "w/o both", "DUIF", grid.GROUP_FLOOR), ("FTMT",),
+                "pattern)", group_table(acc, DETAILED, ("MILK", "MILK recommended", "w/o both", "DUIF", grid.PATTERN_FLOOR), ("FTMT",),
                                         experiment="patterns")))
     out += [
         ("Cost (TikTok)", cost_table(acc, DETAILED)),

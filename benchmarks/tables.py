@@ -124,7 +124,7 @@ def _best_baseline(acc: Index, dataset: str, setting: str) -> Tuple[Optional[str
 
 
 def targets_table(acc: Index, settings: Sequence[str] = ("FTMT", "MTMT"),
-                  variants: Sequence[str] = ("MILK recommended", grid.GROUP_FLOOR)) -> List[str]:
+                  variants: Sequence[str] = ("MILK recommended", grid.PATTERN_FLOOR)) -> List[str]:
     """The recommended MILK (and its group-floor variant) against the targets, with the distance where one is
     missed."""
     rows = []

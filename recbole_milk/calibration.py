@@ -11,12 +11,13 @@ sees a test item:
      every (validation user, validation item) pair, the user's validation interactions being the positives. A
      smooth objective over all pairs, so a few popular items cannot steer it as they would a top-K metric.
      Patterns without validation items keep the pooled fit.
-  3. Floor (option `calibration_min_group_ratio` > 0, ours): Platt scaling ranks by the probability of relevance,
+  3. Floor (option `calibration_min_pattern_ratio` > 0, ours): Platt scaling ranks by the probability of relevance,
      and where a modality carries little signal that leaves its items rarely shown. The floor adds one shift per
      incomplete pattern present in validation, searched by coordinate descent on the ranking the validation metric
      reads (validation users against the validation loader's candidates, calibrated scores): first the
-     smallest shortfall of any group of items missing modalities (as `item_groups` groups them: by count or by
-     pattern) below floor x the complete group's NDCG, then the highest NDCG. It trades validation accuracy for exposure, by the user's explicit choice.
+     smallest shortfall of any missing pattern's items below floor x the complete items' NDCG, then the highest
+     NDCG. Per pattern, not per missing count: pooled, the items that keep a strong modality can carry the group
+     over the floor while those left with a weak one are still almost never shown. It trades validation accuracy for exposure, by the user's explicit choice.
 The result is scale_p * s + shift_p per pattern, held by the model (ContentRecommender.set_calibration). The run
 keeps it only if the validation ranking is at least as good with it, or if it brings the validation group ratio
 closer to a floor the uncalibrated model misses (recbole_milk.quick_start), so calibration is selected on the
@@ -27,7 +28,6 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from recbole_milk.data.missing import missing_groups
 from recbole_milk.data.roles import ROLE_VALID
 from recbole_milk.model.content_inputs import ItemContent, missing_pattern
 
@@ -226,9 +226,9 @@ def fit_calibration(model: Any, valid_data: Any, config: Any) -> Dict[str, Any]:
                                      "intercept": round(float(intercept[int(p)]), 4)}
                             for p, c in zip(present.tolist(), counts.tolist())}}
     scale, shift = slope / stds, intercept - slope * means / stds
-    floor = float(config["calibration_min_group_ratio"] or 0.0)
+    floor = float(config["calibration_min_pattern_ratio"] or 0.0)
     if floor > 0:
-        shifts, summary["floor"] = _floor_on_candidates(model, valid_data, config, scale, shift, floor, k, generator)
+        shifts, summary["floor"] = _floor_on_candidates(model, valid_data, scale, shift, floor, k, generator)
         shift = shift + shifts
     model.set_calibration(scale, shift)
     logger.info(f"Score calibration fitted on {users.numel()} validation users and {items.numel()} validation "
@@ -250,25 +250,24 @@ def worth_keeping(summary: Dict[str, Any], before: float, fitted: float, bigger:
 
 
 @torch.no_grad()
-def _floor_on_candidates(model: Any, valid_data: Any, config: Any, scale: torch.Tensor, shift: torch.Tensor,
-                         floor: float, k: int, generator: torch.Generator) -> Tuple[torch.Tensor, Dict[str, Any]]:
+def _floor_on_candidates(model: Any, valid_data: Any, scale: torch.Tensor, shift: torch.Tensor, floor: float,
+                         k: int, generator: torch.Generator) -> Tuple[torch.Tensor, Dict[str, Any]]:
     """floor_shifts on the ranking the validation metric reads: validation users against the loader's candidates
-    (with candidate_pool: all_new the test items too, as the negatives they are there), scores calibrated, items
-    grouped as the run's per-group metrics are (item_groups)."""
+    (with candidate_pool: all_new the test items too, as the negatives they are there), scores calibrated, one
+    group per missing pattern."""
     device = model.item_availability.device
     pool = valid_data.candidate_items
     items = (torch.arange(1, model.n_items, device=device) if pool is None
              else torch.nonzero(pool.to(device)).squeeze(1))
     users, positives = _validation_pairs(model, valid_data, items, generator)
-    patterns = model.item_pattern[items]
-    item_group, names = missing_groups(model.item_availability, model.modality_names, config["item_groups"])
+    patterns = model.item_pattern[items].cpu()
     raw = model.user_representations(users) @ model.represent_items(model.item_content(items), items).t()
     calibrated = raw * scale.to(device)[patterns] + shift.to(device)[patterns]
-    groups = item_group[items].cpu()
-    shifts, found = floor_shifts(calibrated.cpu(), positives.cpu(), patterns.cpu(), scale.numel(), groups,
-                                 len(names), floor, k)
+    count = scale.numel()
+    # Every missing pattern is its own group: a pooled group can meet the floor while one pattern stays buried.
+    shifts, found = floor_shifts(calibrated.cpu(), positives.cpu(), patterns, count, patterns, count, floor, k)
     # Before: the ranking of the model as trained, the one the run keeps if calibration is dropped.
-    found["group_ratios_uncalibrated"] = group_ratios(group_ndcg(raw.cpu(), positives.cpu(), groups, len(names), k)[1])
+    found["group_ratios_uncalibrated"] = group_ratios(group_ndcg(raw.cpu(), positives.cpu(), patterns, count, k)[1])
     found.update(users=int(users.numel()), candidates=int(items.numel()))
     return shifts.to(shift.dtype), found
 

@@ -106,7 +106,7 @@ def test_the_floor_lifts_the_incomplete_group_to_it_at_the_least_cost():
     assert found["ndcg_after"] > found["ndcg_before"]
 
 
-def test_the_floor_holds_for_each_group_as_the_run_groups_items():
+def test_a_floor_per_pattern_lifts_a_pattern_that_a_pooled_group_would_hide():
     from recbole_milk.calibration import floor_shifts
 
     generator = torch.Generator().manual_seed(1)
@@ -150,19 +150,20 @@ def test_the_floor_needs_pattern_calibration():
     from recbole_milk.model.general_recommender.duif import DUIF
     from recbole_milk.options import ConfigError, validate_options
 
-    config = dict(model_defaults(DUIF), calibration_min_group_ratio=0.5)
-    with pytest.raises(ConfigError, match="calibration_min_group_ratio.*score_calibration: pattern"):
+    config = dict(model_defaults(DUIF), calibration_min_pattern_ratio=0.5)
+    with pytest.raises(ConfigError, match="calibration_min_pattern_ratio.*score_calibration: pattern"):
         validate_options(config, DUIF)
     validate_options(dict(config, score_calibration="pattern"), DUIF)
 
 
 def test_a_run_with_the_floor_reports_it_and_meets_it_on_validation(toy):
-    result = run_recbole_milk("DUIF", "toy", config_dict=dict(toy, calibration_min_group_ratio=0.5))
-    floor = result["calibration"]["floor"]
-    assert floor["floor"] == 0.5 and floor["candidates"] == 24  # all_new: validation and test items ranked
-    # Platt scaling alone leaves the missing-one group below the floor here; the shifts lift it over.
-    assert floor["group_ratios_before"][0] < 0.5 and floor["met"] and floor["group_ratios_after"][0] >= 0.5
-    # The uncalibrated ranking meets the floor too, so the run keeps calibration only if validation gains.
-    assert floor["group_ratios_uncalibrated"][0] >= 0.5
+    result = run_recbole_milk("DUIF", "toy", config_dict=dict(toy, calibration_min_pattern_ratio=0.5))
     fitted = result["calibration"]
-    assert fitted["kept"] == (fitted["valid_result_fitted"]["ndcg@10"] >= fitted["valid_result_before"]["ndcg@10"])
+    floor = fitted["floor"]
+    assert floor["floor"] == 0.5 and floor["candidates"] == 24  # all_new: validation and test items ranked
+    # Entry p - 1 is missing pattern p. Platt scaling alone leaves pattern 2 below the floor; the shifts lift it.
+    assert floor["group_ratios_before"][1] < 0.5 and floor["met"]
+    assert all(ratio >= 0.5 for ratio in floor["group_ratios_after"] if ratio is not None)
+    # Uncalibrated, pattern 1 misses the floor: calibration is kept although validation NDCG may fall.
+    assert floor["group_ratios_uncalibrated"][0] < 0.5 and fitted["kept"]
+    assert result["best_valid_result"] == fitted["valid_result_fitted"]

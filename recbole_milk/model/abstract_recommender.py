@@ -96,16 +96,16 @@ class ContentRecommender(GeneralRecommender):
         "normalize_features": BOOLEAN,
         "modality_dropout": RATIO,
         "score_calibration": one_of("none", "pattern"),
-        "calibration_min_group_ratio": SHARE,
+        "calibration_min_pattern_ratio": SHARE,
     }
 
     @classmethod
     def check_options(cls, config: Dict[str, Any]) -> None:
-        floor = config.get("calibration_min_group_ratio")
+        floor = config.get("calibration_min_pattern_ratio")
         if floor and config.get("score_calibration") != "pattern":
-            raise ConfigError(f"Option 'calibration_min_group_ratio' = {floor!r} needs score_calibration: pattern: "
+            raise ConfigError(f"Option 'calibration_min_pattern_ratio' = {floor!r} needs score_calibration: pattern: "
                               "the floor is met by shifting the calibrated scores per missing pattern. Set "
-                              "score_calibration: pattern, or calibration_min_group_ratio: 0.")
+                              "score_calibration: pattern, or calibration_min_pattern_ratio: 0.")
 
     def __init__(self, config: Any, dataset: Any):
         super().__init__(config, dataset)
