@@ -17,11 +17,12 @@ sees a test item:
      reads (validation users against the validation loader's candidates, calibrated scores): first the
      smallest shortfall of any missing pattern's items below floor x the complete items' NDCG, then the highest
      NDCG. Per pattern, not per missing count: pooled, the items that keep a strong modality can carry the group
-     over the floor while those left with a weak one are still almost never shown. It trades validation accuracy for exposure, by the user's explicit choice.
+     over the floor while those left with a weak one are still almost never shown. It trades validation accuracy
+     for exposure, by the user's explicit choice.
 The result is scale_p * s + shift_p per pattern, held by the model (ContentRecommender.set_calibration). The run
-keeps it only if the validation ranking is at least as good with it, or if it brings the validation group ratio
-closer to a floor the uncalibrated model misses (recbole_milk.quick_start), so calibration is selected on the
-validation split too.
+keeps it only if the validation ranking is at least as good with it, or if it lifts the patterns that the
+uncalibrated model leaves below the floor (recbole_milk.quick_start), so calibration is selected on the validation
+split too.
 """
 from logging import getLogger
 from typing import Any, Dict, List, Optional, Tuple
@@ -238,7 +239,7 @@ def fit_calibration(model: Any, valid_data: Any, config: Any) -> Dict[str, Any]:
 
 def worth_keeping(summary: Dict[str, Any], before: float, fitted: float, bigger: bool) -> bool:
     """Whether a run keeps the fitted calibration: its validation metric `fitted` is at least as good as `before`,
-    or a group-ratio floor was asked for, missed by the uncalibrated ranking and approached by the calibrated one."""
+    or a pattern floor was asked for, missed by the uncalibrated ranking and approached by the calibrated one."""
     if (fitted >= before) if bigger else (fitted <= before):
         return True
     floor = summary.get("floor")

@@ -42,7 +42,7 @@ def _calibrate(trainer: Any, model: Any, valid_data: Any, new_valid_data: Any, c
                saved: bool) -> Optional[Dict[str, Any]]:
     """Fit per-pattern calibration on the best model and the new items' validation split, and keep it only if the
     validation ranking (the one model selection reads) is at least as good with it, or moves toward an asked-for
-    group-ratio floor (calibration.worth_keeping): what was fitted, whether it was kept, and the validation result of
+    pattern floor (calibration.worth_keeping): what was fitted, whether it was kept, and the validation result of
     the model that goes on to the test."""
     if not (isinstance(model, ContentRecommender) and model.calibrated):
         return None
