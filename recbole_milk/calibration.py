@@ -38,8 +38,8 @@ SAMPLE_ITEMS = 4096
 SAMPLE_USERS = 4096
 # At most this many validation scores (users x validation items) are searched over; users are sampled beyond it.
 MAX_VALID_SCORES = 20_000_000
-# The floor's search: shifts in standard deviations of the calibrated validation scores, and coordinate sweeps.
-FLOOR_SHIFTS = torch.arange(-2.0, 4.01, 0.1)
+# The floor's search: upward shifts in standard deviations of the calibrated validation scores, and coordinate sweeps.
+FLOOR_SHIFTS = torch.arange(0.0, 4.01, 0.1)
 FLOOR_SWEEPS = 3
 
 
@@ -110,12 +110,12 @@ def group_ndcg(scores: torch.Tensor, positives: torch.Tensor, item_group: torch.
     return overall, per_group
 
 
-def _shortfall(per_group: torch.Tensor, floor: float) -> float:
-    """How far the groups missing modalities fall below floor x the complete group's NDCG, as ratios, summed."""
-    if not per_group[0] > 0:
-        return 0.0
-    ratios = per_group[1:] / per_group[0]
-    return float((floor - ratios[~torch.isnan(ratios)]).clamp(min=0).sum())
+def _shortfall(per_group: torch.Tensor, reference: float, constrained: List[int], floor: float) -> float:
+    """How far the constrained groups fall below floor x `reference` (the complete items' NDCG), as ratios,
+    summed."""
+    values = per_group[constrained]
+    values = torch.where(torch.isnan(values), torch.full_like(values, float("inf")), values)
+    return float((floor - values / reference).clamp(min=0).sum())
 
 
 def floor_shifts(scores: torch.Tensor, positives: torch.Tensor, patterns: torch.Tensor, pattern_count: int,
@@ -123,18 +123,30 @@ def floor_shifts(scores: torch.Tensor, positives: torch.Tensor, patterns: torch.
     """Per-pattern shifts of `scores` (users x items; item i has missing pattern patterns[i] and is in group
     item_group[i], group 0 being the complete items) that bring every other group to at least `floor` x the
     complete group's NDCG@k where they can, at the highest NDCG@k; and what the search found (see the module
-    docstring, step 3)."""
+    docstring, step 3).
+
+    The reference is the complete group's NDCG before any shift, so burying complete items never counts as
+    meeting the floor, and shifts only go up: the floor lifts the items it protects. Items that miss every modality
+    (the last pattern) have no content to rank them by and are left out."""
     unit = float(scores.std()) or 1.0
     shifts = torch.zeros(pattern_count, dtype=scores.dtype)
+    overall, per_group = group_ndcg(scores, positives, item_group, groups, k)
+    start = {"ndcg": overall, "group_ndcg": per_group}
+    reference = float(per_group[0])
+    if not reference > 0:  # no complete item is found (or has positives): nothing to hold the others to
+        return shifts, _floor_summary(floor, {}, start, overall, per_group, met=False)
+    empty = int(pattern_count) - 1
+    constrained = [g for g in range(1, groups) if not torch.isnan(per_group[g])
+                   and bool((item_group == g).logical_and(patterns != empty).any())]
 
     def measure(candidate: torch.Tensor) -> Tuple[float, float, torch.Tensor]:
         overall, per_group = group_ndcg(scores + candidate[patterns], positives, item_group, groups, k)
-        return _shortfall(per_group, floor), overall, per_group
+        return _shortfall(per_group, reference, constrained, floor), overall, per_group
 
-    shortfall, overall, per_group = measure(shifts)
-    start = {"ndcg": overall, "group_ndcg": per_group}
-    # A ranking that meets the floor already is left as it is: the floor is a constraint, not a metric to tune.
-    searched = sorted(int(p) for p in torch.unique(patterns) if p != 0) if shortfall > 0 else []
+    shortfall = _shortfall(per_group, reference, constrained, floor)
+    # A ranking that meets the floor is left as it is: the floor is a constraint, not a metric to tune.
+    searched = sorted(int(p) for p in torch.unique(patterns[(patterns != 0) & (patterns != empty)])) \
+        if shortfall > 0 else []
     for _ in range(FLOOR_SWEEPS):
         moved = False
         for pattern in searched:
@@ -146,12 +158,17 @@ def floor_shifts(scores: torch.Tensor, positives: torch.Tensor, patterns: torch.
                     shifts, (shortfall, overall, per_group), moved = candidate, result, True
         if not moved:
             break
+    return shifts, _floor_summary(floor, {p: round(float(shifts[p]), 4) for p in searched}, start, overall,
+                                  per_group, met=shortfall == 0.0)
 
-    found = {"floor": floor, "shifts": {p: round(float(shifts[p]), 4) for p in searched},
-             "ndcg_before": round(start["ndcg"], 6), "ndcg_after": round(overall, 6),
-             "group_ratios_before": group_ratios(start["group_ndcg"]), "group_ratios_after": group_ratios(per_group),
-             "met": shortfall == 0.0}
-    return shifts, found
+
+def _floor_summary(floor: float, shifts: Dict[int, float], start: Dict[str, Any], overall: float,
+                   per_group: torch.Tensor, met: bool) -> Dict[str, Any]:
+    """What floor_shifts found; the ratios are over the complete group's NDCG before the shifts."""
+    reference = start["group_ndcg"][0]
+    return {"floor": floor, "shifts": shifts, "ndcg_before": round(start["ndcg"], 6), "ndcg_after": round(overall, 6),
+            "group_ratios_before": group_ratios(start["group_ndcg"]),
+            "group_ratios_after": group_ratios(torch.cat([reference.view(1), per_group[1:]])), "met": met}
 
 
 def group_ratios(per_group: torch.Tensor) -> List[Optional[float]]:

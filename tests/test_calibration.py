@@ -100,8 +100,10 @@ def test_the_floor_lifts_the_incomplete_group_to_it_at_the_least_cost():
     assert found["group_ratios_before"][0] < 0.05 and found["met"]
     assert found["group_ratios_after"][0] >= 0.5
     assert shifts[1] > 0 and shifts[0] == 0 and shifts[2:].eq(0).all()  # only the pattern present moves
+    # Ratios are over the complete items' NDCG before the shifts.
+    _, start = group_ndcg(scores, positives, patterns, 3, 10)
     _, per_group = group_ndcg(scores + shifts[patterns], positives, patterns, 3, 10)
-    assert float(per_group[1] / per_group[0]) == pytest.approx(found["group_ratios_after"][0], abs=1e-4)
+    assert float(per_group[1] / start[0]) == pytest.approx(found["group_ratios_after"][0], abs=1e-4)
     # The gap is closed as far as NDCG gains: the group sits where the ranking no longer separates the patterns.
     assert found["ndcg_after"] > found["ndcg_before"]
 
@@ -121,6 +123,18 @@ def test_a_floor_per_pattern_lifts_a_pattern_that_a_pooled_group_would_hide():
     shifts, per_pattern = floor_shifts(scores, positives, patterns, 4, patterns, 4, floor=0.3, k=10)
     assert per_pattern["group_ratios_before"][0] < 0.05 and per_pattern["met"]
     assert shifts[1] > 0 and per_pattern["group_ratios_after"][0] >= 0.3
+
+
+def test_burying_the_complete_items_never_meets_the_floor():
+    from recbole_milk.calibration import floor_shifts
+
+    scores, positives, patterns = _two_group_case()
+    noise = torch.randn(scores.shape, generator=torch.Generator().manual_seed(2))
+    scores = torch.where(patterns.bool(), noise - 3.0, scores)  # incomplete items: no signal at all
+    shifts, found = floor_shifts(scores, positives, patterns, 4, patterns, 3, floor=0.9, k=10)
+    # Lifting them over every complete item would make the ratio to the complete items' NDCG *after* the shift
+    # infinite; against the NDCG before it, noise stays far below the floor.
+    assert not found["met"] and found["group_ratios_after"][0] < 0.9 and shifts[1] >= 0
 
 
 def test_a_ranking_that_meets_the_floor_is_left_alone():
