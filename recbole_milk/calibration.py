@@ -126,7 +126,8 @@ def floor_shifts(scores: torch.Tensor, positives: torch.Tensor, patterns: torch.
     docstring, step 3).
 
     The reference is the complete group's NDCG before any shift, so burying complete items never counts as
-    meeting the floor, and shifts only go up: the floor lifts the items it protects. Items that miss every modality
+    meeting the floor; shifts only go up, and only for the groups below the floor at the start of a sweep: the floor
+    lifts the items it protects. Items that miss every modality
     (the last pattern) have no content to rank them by and are left out."""
     unit = float(scores.std()) or 1.0
     shifts = torch.zeros(pattern_count, dtype=scores.dtype)
@@ -144,12 +145,19 @@ def floor_shifts(scores: torch.Tensor, positives: torch.Tensor, patterns: torch.
         return _shortfall(per_group, reference, constrained, floor), overall, per_group
 
     shortfall = _shortfall(per_group, reference, constrained, floor)
-    # A ranking that meets the floor is left as it is: the floor is a constraint, not a metric to tune.
-    searched = sorted(int(p) for p in torch.unique(patterns[(patterns != 0) & (patterns != empty)])) \
-        if shortfall > 0 else []
+    # Only the patterns below the floor move, those of each sweep: the floor is a constraint, not a metric to tune,
+    # and a ranking that meets it is left as it is.
+    searched: List[int] = []
     for _ in range(FLOOR_SWEEPS):
+        short = [g for g in constrained if per_group[g] < floor * reference]
+        lifted = torch.isin(item_group, torch.tensor(short, dtype=item_group.dtype)) & (patterns != 0) \
+            & (patterns != empty)
+        below = sorted(int(p) for p in torch.unique(patterns[lifted]))
+        if not below:
+            break
+        searched = sorted(set(searched) | set(below))
         moved = False
-        for pattern in searched:
+        for pattern in below:
             for step in FLOOR_SHIFTS.tolist():
                 candidate = shifts.clone()
                 candidate[pattern] = step * unit

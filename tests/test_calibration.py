@@ -123,6 +123,7 @@ def test_a_floor_per_pattern_lifts_a_pattern_that_a_pooled_group_would_hide():
     shifts, per_pattern = floor_shifts(scores, positives, patterns, 4, patterns, 4, floor=0.3, k=10)
     assert per_pattern["group_ratios_before"][0] < 0.05 and per_pattern["met"]
     assert shifts[1] > 0 and per_pattern["group_ratios_after"][0] >= 0.3
+    assert shifts[2] == 0 and 2 not in per_pattern["shifts"]  # a pattern over the floor is not moved
 
 
 def test_burying_the_complete_items_never_meets_the_floor():
