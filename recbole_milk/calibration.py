@@ -127,8 +127,8 @@ def floor_shifts(scores: torch.Tensor, positives: torch.Tensor, patterns: torch.
 
     The reference is the complete group's NDCG before any shift, so burying complete items never counts as
     meeting the floor; shifts only go up, and only for the groups below the floor at the start of a sweep: the floor
-    lifts the items it protects. Items that miss every modality
-    (the last pattern) have no content to rank them by and are left out."""
+    lifts the items it protects. Items that miss every modality (the last pattern) have no content to rank them by
+    and are left out."""
     unit = float(scores.std()) or 1.0
     shifts = torch.zeros(pattern_count, dtype=scores.dtype)
     overall, per_group = group_ndcg(scores, positives, item_group, groups, k)
