@@ -91,7 +91,8 @@ def sections(records: List[Dict[str, Any]]) -> List[Tuple[str, List[str]]]:
     ]
     # Every overall row of the comparison has its groups beside it, on every dataset.
     out += [(f"Per missing-pattern group ({dataset}, test, mean ± std over seeds)",
-             group_table(acc, dataset, CURVE_VARIANTS + tuple(grid.BASELINES))) for dataset in datasets_of(acc)]
+             group_table(acc, dataset, CURVE_VARIANTS + (grid.PATTERN_FLOOR, *grid.BASELINES)))
+             for dataset in datasets_of(acc)]
     pattern_rows = ("MILK", "MILK recommended", "w/o both", "DUIF", grid.PATTERN_FLOOR)
     out.append(("Per missing pattern: which modality the missing-one items lack (TikTok, test, item_groups: "
                 "pattern)", group_table(acc, DETAILED, pattern_rows, ("FTMT",), experiment="patterns")))

@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from recbole_milk.data.roles import ROLE_VALID
+from recbole_milk.evaluation import GroupMetricAccumulator
 from recbole_milk.model.content_inputs import ItemContent, missing_pattern
 
 FIT_STEPS = 100
@@ -80,34 +81,26 @@ def _metric(scores: torch.Tensor, positives: torch.Tensor, k: int, name: str) ->
     n_pos = positives.sum(dim=1).double()
     if name == "recall":
         return float((hits.sum(dim=1) / n_pos).mean())
-    return float(_ndcg_rows(hits, n_pos, k).mean())
-
-
-def _ndcg_rows(hits: torch.Tensor, n_pos: torch.Tensor, k: int) -> torch.Tensor:
-    """NDCG@k per row from its hits (rows x k, best first) and its number of positives (> 0)."""
     discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))
     ideal = torch.cumsum(discounts, 0)[(n_pos.clamp(max=k) - 1).long()]
-    return (hits * discounts).sum(dim=1) / ideal
+    return float(((hits * discounts).sum(dim=1) / ideal).mean())
 
 
 def group_ndcg(scores: torch.Tensor, positives: torch.Tensor, item_group: torch.Tensor, groups: int,
                k: int) -> Tuple[float, torch.Tensor]:
-    """(NDCG@k over all positives, NDCG@k per group) of a score matrix: a group's NDCG counts only the positives
-    whose item (column) is in it, averaged over the users with at least one (as GroupMetricAccumulator does); NaN
-    for a group without positives."""
+    """(NDCG@k over all positives, NDCG@k per group) of a score matrix whose columns are items in groups
+    `item_group`, by the evaluation's own group metric (GroupMetricAccumulator): a group's NDCG counts only the
+    positives whose item is in it, averaged over the users with at least one; NaN for a group without positives."""
     k = min(k, scores.shape[1])
     top = torch.topk(scores, k, dim=1).indices
-    hits = positives.gather(1, top)
-    overall = float(_ndcg_rows(hits.double(), positives.sum(dim=1).double(), k).mean())
-    top_group = item_group[top]
-    per_group = torch.full((groups,), float("nan"), dtype=torch.float64)
-    for group in range(groups):
-        n_pos = (positives & (item_group == group)).sum(dim=1).double()
-        users = n_pos > 0
-        if users.any():
-            group_hits = (hits & (top_group == group))[users].double()
-            per_group[group] = _ndcg_rows(group_hits, n_pos[users], k).mean()
-    return overall, per_group
+    rows, columns = positives.nonzero(as_tuple=True)
+
+    def ndcg_by(group_of_column: torch.Tensor, count: int) -> torch.Tensor:
+        accumulator = GroupMetricAccumulator(group_of_column, [str(g) for g in range(count)], [k], ["ndcg"])
+        accumulator.add(top, rows, columns, scores.shape[1])
+        return accumulator.sums[:, 0, 0] / accumulator.users
+
+    return float(ndcg_by(torch.zeros_like(item_group), 1)[0]), ndcg_by(item_group, groups)
 
 
 def _shortfall(per_group: torch.Tensor, reference: float, constrained: List[int], floor: float) -> float:
