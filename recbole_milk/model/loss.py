@@ -35,8 +35,11 @@ def alignment_loss(modality_embeddings: torch.Tensor, availability: torch.Tensor
     """
     num_modalities = modality_embeddings.shape[1]
     first, second = torch.triu_indices(num_modalities, num_modalities, offset=1, device=availability.device)
-    valid = availability[:, first] & availability[:, second]
-    squared = (modality_embeddings[:, first] - modality_embeddings[:, second]).pow(2).mean(dim=-1)
+    valid = availability.index_select(1, first) & availability.index_select(1, second)
+    # index_select, not advanced indexing: its backward is an index add, where indexing's is an accumulating
+    # index put (about 7% of a TikTok training step's forward and backward).
+    pairs = modality_embeddings.index_select(1, first) - modality_embeddings.index_select(1, second)
+    squared = pairs.pow(2).mean(dim=-1)
     total = torch.where(valid, squared, torch.zeros_like(squared)).sum()
     return total / valid.sum().clamp(min=1).to(total.dtype)
 
