@@ -89,6 +89,11 @@ def _num(value: Optional[float], digits: int) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
 
 
+def _seed_count(runs: int, with_exposure: int) -> str:
+    """'3', or '3 (exposure: 1)' where older records of some seeds did not measure exposure."""
+    return str(runs) if with_exposure in (0, runs) else f"{runs} (exposure: {with_exposure})"
+
+
 def _mean(values: Sequence[float], digits: int = 2) -> str:
     return _num(statistics.fmean(values), digits) if values else "—"
 
@@ -102,9 +107,10 @@ def comparison_table(acc: Index, variants: Sequence[str] = COMPARISON_VARIANTS,
             for variant in variants:
                 runs = acc.get((dataset, "accuracy", variant, setting))
                 if runs:
+                    exposure = exposure_values(runs)
                     rows.append([dataset, setting, variant, fmt(metric_values(runs, "ndcg@20")),
                                  fmt(metric_values(runs, "recall@20")), _num(group_ratio(runs), 2),
-                                 _mean(exposure_values(runs)), str(len(runs))])
+                                 _mean(exposure), _seed_count(len(runs), len(exposure))])
     header = ["dataset", "setting", "model", "NDCG@20", "Recall@20", "missing-one / complete NDCG@20",
               "exposure ratio (missing one)", "seeds"]
     return _table(header, rows) if rows else []

@@ -317,6 +317,15 @@ def test_group_ratio_and_exposure_come_from_the_group_results():
     assert tables.exposure_values(runs) == [0.5, 0.5]
 
 
+def test_the_comparison_says_how_many_seeds_measured_exposure_when_older_records_did_not():
+    older = _record("DUIF", seed=2024, ndcg20=0.02)
+    del older["test_exposure_by_group"]
+    acc = tables.index([_record("DUIF", seed=2023, ndcg20=0.02), older, _record("VBPR", ndcg20=0.01)])
+    rows = {line.split(" | ")[2]: line.split(" | ") for line in tables.comparison_table(acc, ["DUIF", "VBPR"])[2:]}
+    assert rows["DUIF"][6:] == ["0.50", "2 (exposure: 1) |"]
+    assert rows["VBPR"][6:] == ["0.50", "1 |"]
+
+
 def test_targets_compare_the_recommended_milk_with_the_best_baseline_of_its_dataset():
     rows = tables.targets_table(tables.index(_fake_results()))
     assert rows[2] == ("| tiktok | FTMT | MILK recommended | 0.0300 | 2 | DUIF 0.0250 | 2/9 | 1.20x | 0.25 | 0.90 "
