@@ -79,7 +79,7 @@ def sections(records: List[Dict[str, Any]]) -> List[Tuple[str, List[str]]]:
     ]
     for dataset in datasets_of(acc):
         out.append((f"Our options one at a time on MILK ({dataset}, FTMT)",
-                    variant_table(acc, dataset, OPTION_ROWS, ("FTMT",))))
+                    variant_table(acc, dataset, OPTION_ROWS, ("FTMT",), paired=True)))
     out += [
         ("Ablations (TikTok)", variant_table(acc, DETAILED, ABLATION_VARIANTS, ("FTMT", "FTFT"))),
         ("Robustness: relative NDCG@20 loss from FTFT to FTMT (TikTok, paired by seed)", robust),

@@ -176,13 +176,33 @@ def split_group_table(acc: Index, variants: Sequence[str], settings: Sequence[st
     return _table(header, rows) if rows else []
 
 
-def variant_table(acc: Index, dataset: str, variants: Sequence[str], settings: Sequence[str]) -> List[str]:
-    """One row per variant of one dataset; empty until a variant other than the reference row has a run."""
+def paired_ratio(runs: Dict[int, Dict[str, Any]], reference: Dict[int, Dict[str, Any]], split: str) -> Optional[float]:
+    """Mean of `runs` over the mean of `reference`, on the seeds both have: validation NDCG@10 (the early-stopping
+    metric) for split 'valid', test NDCG@20 for 'test'."""
+    seeds = sorted(set(runs) & set(reference))
+
+    def score(run: Dict[str, Any]) -> Optional[float]:
+        value = run.get("best_valid_score") if split == "valid" else run["test_result"].get("ndcg@20")
+        return None if value is None else float(value)
+
+    pairs = [(score(runs[s]), score(reference[s])) for s in seeds]
+    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+    if not pairs or statistics.fmean(b for _, b in pairs) == 0:
+        return None
+    return statistics.fmean(a for a, _ in pairs) / statistics.fmean(b for _, b in pairs)
+
+
+def variant_table(acc: Index, dataset: str, variants: Sequence[str], settings: Sequence[str],
+                  paired: bool = False) -> List[str]:
+    """One row per variant of one dataset; empty until a variant other than the reference row has a run. With
+    `paired`, each row also gives its ratio to the first variant on the seeds both ran (validation and test)."""
     if not any(acc.get((dataset, "accuracy", v, s)) for v in variants[1:] for s in settings):
         return []
     header = ["variant"]
     for setting in settings:
         header += [f"{setting} NDCG@20", f"{setting} Recall@20"]
+    if paired:
+        header += [f"vs {variants[0]}, same seeds: valid / test"]
     header += ["missing-one / complete (FTMT)", "exposure (FTMT)", "seeds"]
     rows = []
     for variant in variants:
@@ -192,6 +212,10 @@ def variant_table(acc: Index, dataset: str, variants: Sequence[str], settings: S
         row = [variant]
         for runs in cells:
             row += [fmt(metric_values(runs, "ndcg@20")), fmt(metric_values(runs, "recall@20"))]
+        if paired:
+            reference = acc.get((dataset, "accuracy", variants[0], settings[0]), {})
+            ratios = [paired_ratio(cells[0], reference, split) for split in ("valid", "test")]
+            row.append(" / ".join(_num(r, 2) + ("x" if r is not None else "") for r in ratios) if cells[0] else "—")
         ftmt = acc.get((dataset, "accuracy", variant, "FTMT"), {})
         row += [_num(group_ratio(ftmt), 2) if ftmt else "—", _mean(exposure_values(ftmt)) if ftmt else "—",
                 "/".join(str(len(runs)) for runs in cells)]

@@ -326,6 +326,17 @@ def test_the_comparison_says_how_many_seeds_measured_exposure_when_older_records
     assert rows["VBPR"][6:] == ["0.50", "1 |"]
 
 
+def test_options_are_compared_with_milk_on_the_seeds_both_ran():
+    records = [_record("MILK", seed=seed, ndcg20=0.01 * (seed - 2022), best_valid_score=0.02)
+               for seed in (2023, 2024, 2025)]
+    records.append(_record("+ calibration", seed=2024, ndcg20=0.03, best_valid_score=0.01))
+    lines = tables.variant_table(tables.index(records), "tiktok", ["MILK", "+ calibration"], ("FTMT",), paired=True)
+    assert "vs MILK, same seeds: valid / test" in lines[0]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines[2:]}
+    assert rows["MILK"][3] == "1.00x / 1.00x"
+    assert rows["+ calibration"][3] == "0.50x / 1.50x"  # seed 2024 only: valid 0.01 / 0.02, test 0.03 / 0.02
+
+
 def test_targets_compare_the_recommended_milk_with_the_best_baseline_of_its_dataset():
     rows = tables.targets_table(tables.index(_fake_results()))
     assert rows[2] == ("| tiktok | FTMT | MILK recommended | 0.0300 | 2 | DUIF 0.0250 | 2/9 | 1.20x | 0.25 | 0.90 "
