@@ -73,34 +73,28 @@ def _standardising_moments(model: Any, generator: torch.Generator) -> Tuple[torc
     return means, stds
 
 
-def _metric(scores: torch.Tensor, positives: torch.Tensor, k: int, name: str) -> float:
-    """Mean over users (rows) of NDCG@k or Recall@k of a score matrix against a bool matrix of positives."""
+def _by_group(scores: torch.Tensor, positives: torch.Tensor, item_group: torch.Tensor, groups: int, k: int,
+              name: str) -> torch.Tensor:
+    """NDCG@k or Recall@k per item group of a score matrix against a bool matrix of positives, by the evaluation's
+    own group metric (GroupMetricAccumulator): a group counts only the positives whose item (column) is in it,
+    averaged over the users with at least one; NaN for a group without positives."""
     k = min(k, scores.shape[1])
-    top = torch.topk(scores, k, dim=1).indices
-    hits = positives.gather(1, top).double()
-    n_pos = positives.sum(dim=1).double()
-    if name == "recall":
-        return float((hits.sum(dim=1) / n_pos).mean())
-    discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))
-    ideal = torch.cumsum(discounts, 0)[(n_pos.clamp(max=k) - 1).long()]
-    return float(((hits * discounts).sum(dim=1) / ideal).mean())
+    rows, columns = positives.nonzero(as_tuple=True)
+    accumulator = GroupMetricAccumulator(item_group.cpu(), [str(g) for g in range(groups)], [k], [name])
+    accumulator.add(torch.topk(scores, k, dim=1).indices.cpu(), rows.cpu(), columns.cpu(), scores.shape[1])
+    return accumulator.sums[:, 0, 0] / accumulator.users
+
+
+def _metric(scores: torch.Tensor, positives: torch.Tensor, k: int, name: str) -> float:
+    """Mean over users (rows) with a positive of NDCG@k or Recall@k of a score matrix."""
+    return float(_by_group(scores, positives, torch.zeros(scores.shape[1], dtype=torch.long), 1, k, name)[0])
 
 
 def group_ndcg(scores: torch.Tensor, positives: torch.Tensor, item_group: torch.Tensor, groups: int,
                k: int) -> Tuple[float, torch.Tensor]:
     """(NDCG@k over all positives, NDCG@k per group) of a score matrix whose columns are items in groups
-    `item_group`, by the evaluation's own group metric (GroupMetricAccumulator): a group's NDCG counts only the
-    positives whose item is in it, averaged over the users with at least one; NaN for a group without positives."""
-    k = min(k, scores.shape[1])
-    top = torch.topk(scores, k, dim=1).indices
-    rows, columns = positives.nonzero(as_tuple=True)
-
-    def ndcg_by(group_of_column: torch.Tensor, count: int) -> torch.Tensor:
-        accumulator = GroupMetricAccumulator(group_of_column, [str(g) for g in range(count)], [k], ["ndcg"])
-        accumulator.add(top, rows, columns, scores.shape[1])
-        return accumulator.sums[:, 0, 0] / accumulator.users
-
-    return float(ndcg_by(torch.zeros_like(item_group), 1)[0]), ndcg_by(item_group, groups)
+    `item_group` (see _by_group)."""
+    return _metric(scores, positives, k, "ndcg"), _by_group(scores, positives, item_group, groups, k, "ndcg")
 
 
 def _shortfall(per_group: torch.Tensor, reference: float, constrained: List[int], floor: float) -> float:
@@ -166,17 +160,18 @@ def floor_shifts(scores: torch.Tensor, positives: torch.Tensor, patterns: torch.
 def _floor_summary(floor: float, shifts: Dict[int, float], start: Dict[str, Any], overall: float,
                    per_group: torch.Tensor, met: bool) -> Dict[str, Any]:
     """What floor_shifts found; the ratios are over the complete group's NDCG before the shifts."""
-    reference = start["group_ndcg"][0]
     return {"floor": floor, "shifts": shifts, "ndcg_before": round(start["ndcg"], 6), "ndcg_after": round(overall, 6),
             "group_ratios_before": group_ratios(start["group_ndcg"]),
-            "group_ratios_after": group_ratios(torch.cat([reference.view(1), per_group[1:]])), "met": met}
+            "group_ratios_after": group_ratios(per_group, reference=float(start["group_ndcg"][0])), "met": met}
 
 
-def group_ratios(per_group: torch.Tensor) -> List[Optional[float]]:
-    """Each group's NDCG over the complete group's (group 0), None where undefined."""
-    if not per_group[0] > 0:
+def group_ratios(per_group: torch.Tensor, reference: Optional[float] = None) -> List[Optional[float]]:
+    """Each incomplete group's NDCG over `reference` (default: the complete group's, group 0), None where
+    undefined."""
+    reference = float(per_group[0]) if reference is None else reference
+    if not reference > 0:
         return [None] * (len(per_group) - 1)
-    return [None if torch.isnan(v) else round(float(v / per_group[0]), 4) for v in per_group[1:]]
+    return [None if torch.isnan(v) else round(float(v) / reference, 4) for v in per_group[1:]]
 
 
 def _platt(standard: torch.Tensor, positives: torch.Tensor, patterns: torch.Tensor,

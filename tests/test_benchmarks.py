@@ -503,3 +503,10 @@ def test_every_dataset_of_the_comparison_gets_its_per_group_table_with_the_basel
     for dataset in ("tiktok", "synthetic"):
         lines = headings[f"Per missing-pattern group ({dataset}, test, mean ± std over seeds)"]
         assert any("| DUIF |" in line for line in lines)
+
+
+def test_the_rows_of_the_option_and_optimiser_tables_get_their_groups_too():
+    records = _fake_results() + [_record("+ calibration"), _record("MILK recommended dense Adam")]
+    lines = dict(report.sections(records))["Per missing-pattern group (tiktok, test, mean ± std over seeds)"]
+    for variant in ("+ calibration", "MILK recommended dense Adam"):
+        assert any(f"| {variant} | missing_1 |" in line for line in lines)
