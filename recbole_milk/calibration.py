@@ -73,28 +73,34 @@ def _standardising_moments(model: Any, generator: torch.Generator) -> Tuple[torc
     return means, stds
 
 
-def _by_group(scores: torch.Tensor, positives: torch.Tensor, item_group: torch.Tensor, groups: int, k: int,
-              name: str) -> torch.Tensor:
-    """NDCG@k or Recall@k per item group of a score matrix against a bool matrix of positives, by the evaluation's
-    own group metric (GroupMetricAccumulator): a group counts only the positives whose item (column) is in it,
-    averaged over the users with at least one; NaN for a group without positives."""
-    k = min(k, scores.shape[1])
-    rows, columns = positives.nonzero(as_tuple=True)
-    accumulator = GroupMetricAccumulator(item_group.cpu(), [str(g) for g in range(groups)], [k], [name])
-    accumulator.add(torch.topk(scores, k, dim=1).indices.cpu(), rows.cpu(), columns.cpu(), scores.shape[1])
+def _by_group(top: torch.Tensor, positives: Tuple[torch.Tensor, torch.Tensor], item_group: torch.Tensor,
+              groups: int, name: str) -> torch.Tensor:
+    """NDCG@k or Recall@k per item group from each row's top k columns (best first) and the (row, column) pairs of
+    the positives, by the evaluation's own group metric (GroupMetricAccumulator): a group counts only the positives
+    whose item (column) is in it, averaged over the users with at least one; NaN for a group without positives."""
+    rows, columns = positives
+    accumulator = GroupMetricAccumulator(item_group.cpu(), [str(g) for g in range(groups)], [top.shape[1]], [name])
+    accumulator.add(top.cpu(), rows.cpu(), columns.cpu(), len(item_group))
     return accumulator.sums[:, 0, 0] / accumulator.users
+
+
+def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.topk(scores, min(k, scores.shape[1]), dim=1).indices
 
 
 def _metric(scores: torch.Tensor, positives: torch.Tensor, k: int, name: str) -> float:
     """Mean over users (rows) with a positive of NDCG@k or Recall@k of a score matrix."""
-    return float(_by_group(scores, positives, torch.zeros(scores.shape[1], dtype=torch.long), 1, k, name)[0])
+    everything = torch.zeros(scores.shape[1], dtype=torch.long)
+    return float(_by_group(_top(scores, k), positives.nonzero(as_tuple=True), everything, 1, name)[0])
 
 
 def group_ndcg(scores: torch.Tensor, positives: torch.Tensor, item_group: torch.Tensor, groups: int,
                k: int) -> Tuple[float, torch.Tensor]:
     """(NDCG@k over all positives, NDCG@k per group) of a score matrix whose columns are items in groups
-    `item_group` (see _by_group)."""
-    return _metric(scores, positives, k, "ndcg"), _by_group(scores, positives, item_group, groups, k, "ndcg")
+    `item_group` (see _by_group); one ranking serves both."""
+    top, pairs = _top(scores, k), positives.nonzero(as_tuple=True)
+    everything = torch.zeros_like(item_group)
+    return float(_by_group(top, pairs, everything, 1, "ndcg")[0]), _by_group(top, pairs, item_group, groups, "ndcg")
 
 
 def _shortfall(per_group: torch.Tensor, reference: float, constrained: List[int], floor: float) -> float:
