@@ -85,7 +85,8 @@ def sections(records: List[Dict[str, Any]]) -> List[Tuple[str, List[str]]]:
     out += [
         ("Ablations (TikTok)", variant_table(acc, DETAILED, ABLATION_VARIANTS, ("FTMT", "FTFT"))),
         ("Robustness: relative NDCG@20 loss from FTFT to FTMT (TikTok, paired by seed)", robust),
-        ("NDCG@20 against the share of new items missing a modality (TikTok; nested masks drawn per seed)",
+        ("NDCG@20 against the share of new items missing a modality (TikTok; nested masks drawn per seed; every "
+         "point over the same seeds)",
          curve_table(acc, DETAILED)),
         ("Imputation (TikTok)", variant_table(acc, DETAILED, ("MILK", "MILK zero-imputed"), ("FTMT", "MTMT"))),
         ("Optimiser of the user table: lazy Adam (default) against the authors' dense Adam (TikTok)",

@@ -250,9 +250,16 @@ def robustness_table(acc: Index, dataset: str, variants: Sequence[str]) -> Tuple
 
 
 def curve_points(acc: Index, dataset: str, variant: str) -> List[Tuple[float, List[float]]]:
+    """(ratio, test NDCG@20 per seed) of every measured ratio, over the seeds all of them have: each point averages
+    the same seeds, so a partly run curve is not a comparison of different seeds."""
+    measured = {ratio: runs for ratio in grid.CURVE_RATIOS
+                if (runs := acc.get((dataset, "accuracy", variant, grid.ratio_setting(ratio))))}
+    if not measured:
+        return []
+    common = set.intersection(*(set(runs) for runs in measured.values()))
     points = []
-    for ratio in grid.CURVE_RATIOS:
-        values = metric_values(acc.get((dataset, "accuracy", variant, grid.ratio_setting(ratio)), {}), "ndcg@20")
+    for ratio, runs in measured.items():
+        values = metric_values({seed: runs[seed] for seed in common}, "ndcg@20")
         if values:
             points.append((ratio, values))
     return points
@@ -263,9 +270,9 @@ def curve_table(acc: Index, dataset: str) -> List[str]:
     for variant in CURVE_VARIANTS:
         points = dict(curve_points(acc, dataset, variant))
         if len(points) > (1 if 0.0 in points else 0):
-            rows.append([variant] + [fmt(points.get(r, [])) for r in grid.CURVE_RATIOS]
-                        + ["/".join(str(len(points.get(r, []))) for r in grid.CURVE_RATIOS)])
-    return _table(["variant"] + [f"{r:g}" for r in grid.CURVE_RATIOS] + ["seeds"], rows) if rows else []
+            seeds = len(next(iter(points.values())))
+            rows.append([variant] + [fmt(points.get(r, [])) for r in grid.CURVE_RATIOS] + [str(seeds)])
+    return _table(["variant"] + [f"{r:g}" for r in grid.CURVE_RATIOS] + ["paired seeds"], rows) if rows else []
 
 
 def group_table(acc: Index, dataset: str, variants: Sequence[str],

@@ -49,6 +49,19 @@ def test_variants_are_config_overrides_and_the_dataset_yaml_keeps_the_paper_valu
     assert cells[("tiktok", "accuracy", "+ calibration", "FTMT", 2024)]["score_calibration"] == "pattern"
 
 
+def test_curve_points_average_the_seeds_every_ratio_has():
+    def runs(values):
+        return {seed: {"test_result": {"ndcg@20": value}} for seed, value in values.items()}
+
+    acc = {("tiktok", "accuracy", "MILK", "FTFT"): runs({2023: 0.02, 2024: 0.04, 2025: 0.06}),
+           ("tiktok", "accuracy", "MILK", grid.ratio_setting(0.5)): runs({2023: 0.01, 2024: 0.03}),
+           ("tiktok", "accuracy", "MILK", grid.ratio_setting(1.0)): runs({2024: 0.02, 2025: 0.05})}
+    # Only 2024 is at every measured ratio.
+    assert tables.curve_points(acc, "tiktok", "MILK") == [(0.0, [0.04]), (0.5, [0.03]), (1.0, [0.02])]
+    assert "| MILK | 0.0400 ± 0.0000 | — | 0.0300 ± 0.0000 | — | 0.0200 ± 0.0000 | 1 |" in "\n".join(
+        tables.curve_table(acc, "tiktok"))
+
+
 def test_curve_reuses_ftft_at_ratio_zero_and_draws_nested_masks_per_seed(tmp_path):
     cells = {c.key: c for c in grid.expand(grid.FULL, ["main", "robustness", "curve"])}
     assert ("tiktok", "accuracy", "MILK", "FTFT", 2023) in cells
@@ -394,7 +407,7 @@ def test_report_reads_several_results_files_and_writes_tables_and_figures(tmp_pa
     text = (tmp_path / "results.md").read_text()
     assert "| synthetic | FTMT | DUIF | 0.0100 ± 0.0000" in text
     assert "17.5 ± 10.6 %" in text  # losses 25 % and 10 %
-    assert "| MILK | 0.0250 ± 0.0071 | — | — | — | 0.0105 ± 0.0042 | 2/0/0/0/2 |" in text  # curve: 0 is FTFT
+    assert "| MILK | 0.0250 ± 0.0071 | — | — | — | 0.0105 ± 0.0042 | 2 |" in text  # curve: 0 is FTFT
     assert "| tiktok | main | 4 | 40 |" in text and "| tiktok | robustness | 2 | 20 |" in text
     assert "| FTMT | MILK | missing_1 | 5 | 0.0105 ± 0.0042 |" in text and "missing_2 |" not in text
     pytest.importorskip("matplotlib")
