@@ -11,8 +11,10 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 import pytest
 import torch
+from recbole.data.interaction import Interaction
 from baseline_helpers import (
     DIMS,
+    USER,
     TRAIN_BATCH,
     WARM,
     all_scores,
@@ -207,3 +209,51 @@ def test_runs_end_to_end_through_quick_start_and_serves_its_artefact(content_mod
                 zip(scorer.modality_names, scorer.modality_dims)}
     users, scores = scorer.recommend_users(features, k=2)
     assert users.shape == (3, 2) and torch.isfinite(scores).all()
+
+
+HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__")
+
+
+class HostRead(AssertionError):
+    pass
+
+
+@pytest.fixture
+def no_host_reads(monkeypatch):
+    """Makes every Tensor method that reads a value back to the host raise: on CUDA each is a device sync and a
+    copy. Entered by the test only around the code under test, so the set-up may still use them."""
+    def forbid():
+        def refuse(name):
+            def method(self, *args, **kwargs):
+                raise HostRead(f"Tensor.{name} called")
+            return method
+        for name in HOST_READS:
+            monkeypatch.setattr(torch.Tensor, name, refuse(name))
+    return forbid
+
+
+@pytest.mark.parametrize("options", [{}, {"modality_dropout": 0.5, "score_calibration": "pattern"}],
+                         ids=["default", "missing-aware-calibrated"])
+@every_model
+def test_a_training_step_and_a_full_sort_prediction_read_nothing_back_to_the_host(
+        new_model, content_model, no_host_reads, options):
+    check_no_host_reads(new_model(**options), no_host_reads)
+
+
+def test_milk_with_every_option_of_the_preset_reads_nothing_back_to_the_host(no_host_reads):
+    preset = {"use_invariance": False, "extractor_hidden_sizes": [8], "missing_modality": "cross_modal",
+              "modality_dropout": 0.3, "fusion": "learned", "score_calibration": "pattern"}
+    models = [make_small_model(MILK, **preset), make_small_model(MILK, missing_modality="learned", fusion="available")]
+    for model in models:
+        check_no_host_reads(model, no_host_reads)
+
+
+def check_no_host_reads(model, forbid) -> None:
+    interaction = batch(*TRAIN_BATCH)
+    users = Interaction({USER: torch.tensor([1, 2, 3])})
+    model.train()
+    forbid()
+    model.calculate_loss(interaction).backward()
+    model.eval()
+    with torch.no_grad():
+        model.full_sort_predict(users)
