@@ -12,6 +12,7 @@ from benchmarks.tables import (
     ABLATION_VARIANTS,
     CURVE_VARIANTS,
     OPTION_ROWS,
+    ROBUSTNESS_VARIANTS,
     comparison_table,
     cost_table,
     curve_points,
@@ -70,7 +71,7 @@ def _plans(records: List[Dict[str, Any]]) -> List[Tuple[str, grid.Profile]]:
 def sections(records: List[Dict[str, Any]]) -> List[Tuple[str, List[str]]]:
     """(heading, table lines) of every table, in reading order."""
     acc = index(records)
-    robust, _ = robustness_table(acc, DETAILED, ABLATION_VARIANTS)
+    robust, _ = robustness_table(acc, DETAILED, ROBUSTNESS_VARIANTS)
     out = [
         ("Recommended MILK against its targets (test, means over seeds)", targets_table(acc)),
         ("Three datasets, one table (test, mean ± std over seeds)", comparison_table(acc)),
@@ -132,7 +133,7 @@ def draw_figures(records: List[Dict[str, Any]], out_dir: str) -> List[str]:
         print('figures skipped: matplotlib is missing; install the bench extra: pip install ".[bench]"')
         return []
     acc = index(records)
-    _, bars = robustness_table(acc, DETAILED, ABLATION_VARIANTS)
+    _, bars = robustness_table(acc, DETAILED, ROBUSTNESS_VARIANTS)
     files = []
     if bars:
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
