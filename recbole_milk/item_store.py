@@ -133,10 +133,14 @@ class ItemStore:
         after = [path for seq, _, path in records if seq > start]
         return len(after), sum(path.stat().st_size for path in after), (records[-1][0] + 1 if records else 0)
 
-    def close(self) -> None:
-        """Release the folder for another server."""
+    def wait_for_cleanup(self) -> None:
+        """Block until the files the last compaction replaced are deleted."""
         if self._cleanup is not None:
             self._cleanup.join()
+
+    def close(self) -> None:
+        """Release the folder for another server."""
+        self.wait_for_cleanup()
         self._lock.close()
 
     # ----- reading -----
