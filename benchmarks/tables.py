@@ -13,7 +13,8 @@ ABLATION_VARIANTS = ("MILK", "w/o CMAM", "w/o CEIM", "w/o both", "w/o e=0", "w/o
                      "MILK mean reduction")
 OPTION_ROWS = ("MILK", *grid.OPTION_VARIANTS, "MILK recommended")
 CURVE_VARIANTS = ("MILK", "MILK recommended", "w/o both")
-# The robustness block runs the main rows on FTFT: the ablations and the recommended preset.
+# Variants run on both FTFT and FTMT: the ablations (their block runs both) and the recommended preset (main and
+# robustness blocks).
 ROBUSTNESS_VARIANTS = (*ABLATION_VARIANTS, "MILK recommended")
 # Targets of the robust MILK (issue: recommended MILK against the best baseline, in every dataset and setting).
 TARGET_RATIO, TARGET_GROUP_RATIO, TARGET_EXPOSURE = 1.10, 0.5, (0.67, 1.5)
